@@ -1,0 +1,125 @@
+"""One Engine for every front end: load a model (FP, quantized checkpoint or bundle), transcribe audio."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edgeasr.audio import SAMPLE_RATE, prepare_audio, split_on_silence
+from edgeasr.decoding import DecodeResult, compression_ratio
+from edgeasr.transcript import Segment, Transcript
+
+log = logging.getLogger(__name__)
+
+
+class Backend(Protocol):
+    kind: str
+    family: str
+    max_segment_seconds: float
+
+    def run(self, audio: np.ndarray) -> tuple[DecodeResult, float, float]: ...
+    def detokenize(self, tokens: list[int]) -> str: ...
+    def describe(self) -> dict: ...
+
+
+@dataclass(frozen=True)
+class GuardOptions:
+    """Thresholds that keep silence and noise from turning into invented text."""
+
+    no_speech_threshold: float = 0.6
+    """Whisper: drop when P(no speech) is above this and the text is also unlikely."""
+    logprob_threshold: float = -1.0
+    """Average token log-probability under which a segment counts as unlikely."""
+    compression_ratio_threshold: float = 2.4
+    """Drop text that compresses better than this (repetition loops)."""
+
+
+class Engine:
+    """Transcribes audio with one model. Create it with `Engine.load`."""
+
+    def __init__(self, backend: Backend, name: str, guard: GuardOptions | None = None) -> None:
+        self.backend = backend
+        self.name = name
+        self.guard = guard or GuardOptions()
+
+    @classmethod
+    def load(cls, name_or_path: str | Path, guard: GuardOptions | None = None) -> "Engine":
+        """Load a zoo name, a local `transformers` directory, a Hub id, a quantized checkpoint or a bundle."""
+        path = Path(name_or_path).expanduser()
+        if (path / "bundle.json").exists():
+            from edgeasr.runtime import OnnxBackend
+
+            return cls(OnnxBackend.load(path), path.name, guard)
+        if path.suffix == ".safetensors" or (path / "quant.json").exists():
+            from edgeasr.quant.checkpoint import load_checkpoint
+            from edgeasr.backends.hf import HFBackend
+
+            model, processor_dir, recipe = load_checkpoint(path)
+            from transformers import AutoFeatureExtractor, AutoTokenizer
+
+            backend = HFBackend(model, AutoFeatureExtractor.from_pretrained(processor_dir),
+                                AutoTokenizer.from_pretrained(processor_dir), str(path))
+            return cls(backend, recipe.label, guard)
+        from edgeasr.backends.hf import HFBackend
+        from edgeasr.zoo import resolve_model_dir
+
+        location, _ = resolve_model_dir(name_or_path)
+        return cls(HFBackend.from_pretrained(location, str(name_or_path)), str(name_or_path), guard)
+
+    @property
+    def family(self) -> str:
+        return self.backend.family
+
+    def _guard(self, text: str, result: DecodeResult) -> str | None:
+        g = self.guard
+        if (result.no_speech_prob is not None and result.no_speech_prob > g.no_speech_threshold
+                and result.avg_logprob < g.logprob_threshold):
+            return f"no speech (p={result.no_speech_prob:.2f}, avg logprob {result.avg_logprob:.2f})"
+        if len(text) > 20 and compression_ratio(text) > g.compression_ratio_threshold:
+            return f"repetition (compression ratio {compression_ratio(text):.2f})"
+        return None
+
+    def transcribe_segment(self, audio: np.ndarray, offset: float = 0.0) -> tuple[Segment, float, float]:
+        result, enc_s, dec_s = self.backend.run(audio)
+        text = self.backend.detokenize(result.tokens)
+        dropped = self._guard(text, result)
+        if dropped:
+            log.debug("guard dropped %r: %s", text, dropped)
+        segment = Segment(offset, offset + audio.size / SAMPLE_RATE, "" if dropped else text, result.tokens,
+                          result.avg_logprob, result.no_speech_prob, compression_ratio(text), dropped)
+        return segment, enc_s, dec_s
+
+    def transcribe(self, audio: np.ndarray | str | Path, sample_rate: int = SAMPLE_RATE) -> Transcript:
+        """Transcribe a path or an array (any rate, mono or stereo); long audio is cut on silence."""
+        samples = prepare_audio(audio, sample_rate)
+        segments, enc_total, dec_total = [], 0.0, 0.0
+        for start, end in split_on_silence(samples, self.backend.max_segment_seconds):
+            segment, enc_s, dec_s = self.transcribe_segment(samples[start:end], start / SAMPLE_RATE)
+            segments.append(segment)
+            enc_total += enc_s
+            dec_total += dec_s
+        text = " ".join(s.text for s in segments if s.text)
+        tokens = [t for s in segments if s.text for t in s.tokens]
+        transcript = Transcript(text, tokens, samples.size / SAMPLE_RATE, enc_total, dec_total, segments)
+        transcript.cost = self.estimate_cost(transcript.audio_seconds, len(tokens) + len(segments))
+        return transcript
+
+    def transcribe_batch(self, items: list[np.ndarray | str | Path], progress: bool = True) -> list[Transcript]:
+        from tqdm import tqdm
+
+        return [self.transcribe(item) for item in tqdm(items, desc=f"transcribe {self.name}", disable=not progress)]
+
+    def estimate_cost(self, audio_seconds: float, n_tokens: int):
+        """Memory I/O and BOPs of one utterance for the model as it runs (None until the cost model is wired)."""
+        try:
+            from edgeasr.metrics.cost import estimate_cost
+        except ImportError:
+            return None
+        return estimate_cost(self, audio_seconds, n_tokens)
+
+    def describe(self) -> dict:
+        return {"name": self.name, **self.backend.describe()}

@@ -1,0 +1,1 @@
+"""Measurements: WER (leaderboard convention), cost (BOPs, memory I/O, size) and timing."""

@@ -1,0 +1,1 @@
+"""Subcommands of the `edgeasr` CLI, one module each (discovered automatically)."""

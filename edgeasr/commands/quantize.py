@@ -1,0 +1,66 @@
+"""`edgeasr quantize`: apply a method to a model and write a quantized checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quantize", help="quantize a model (recipe file or flags) into a checkpoint")
+    p.add_argument("--recipe", type=Path, help="TOML recipe (models/recipes/NAME.toml or a path)")
+    p.add_argument("--model", help="zoo name, transformers dir or Hub id")
+    p.add_argument("--method", help="method name (see --list)")
+    p.add_argument("--w-bits", type=int, help="weight bits 2-8 (16 = FP)")
+    p.add_argument("--a-bits", type=int, help="activation bits 4, 6, 8 or 16")
+    p.add_argument("--group-size", type=int, help="columns per scale (power of two >= 16; 0 = per channel)")
+    p.add_argument("--symmetric", action="store_true", default=None, help="symmetric weight grid")
+    p.add_argument("--calib-clips", type=int, help="number of calibration clips")
+    p.add_argument("--calib-set", help="calibration data set or manifest")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
+    p.add_argument("--out", type=Path, help="checkpoint directory (default: the cache)")
+    p.add_argument("--list", action="store_true", help="list methods and their options")
+    p.set_defaults(handler=run)
+
+
+def _parse_value(text: str):
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgeasr.quant.api import quantize_to_checkpoint
+    from edgeasr.quant.methods import available_methods
+    from edgeasr.quant.recipe import CalibrationOptions, Recipe
+
+    if args.list:
+        for name, info in available_methods().items():
+            fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(info.options))
+            print(f"{name:12} {'calibrated' if info.calibrated else 'no calibration':15} {info.summary}")
+            if fields:
+                print(f"{'':12} options: {fields}")
+        return 0
+    base = Recipe.from_toml(args.recipe) if args.recipe else None
+    if base is None and not args.model:
+        raise SystemExit("edgeasr quantize: give --recipe FILE or --model NAME (see --help)")
+    recipe = base or Recipe(args.model)
+    changes = {k: v for k, v in {"model": args.model, "method": args.method, "w_bits": args.w_bits,
+                                 "a_bits": args.a_bits, "group_size": args.group_size,
+                                 "symmetric": args.symmetric}.items() if v is not None}
+    options = dict(recipe.options)
+    for item in args.option:
+        key, _, value = item.partition("=")
+        options[key] = _parse_value(value)
+    calibration = recipe.calibration
+    if args.calib_clips or args.calib_set:
+        calibration = dataclasses.replace(calibration, **{k: v for k, v in {
+            "n_clips": args.calib_clips, "dataset": args.calib_set}.items() if v})
+    recipe = dataclasses.replace(recipe, **changes, options=options, calibration=calibration)
+    path = quantize_to_checkpoint(recipe, args.out)
+    print(f"checkpoint: {path}")
+    return 0

@@ -1,0 +1,67 @@
+"""Entry points: quantize a model under a recipe, save it, or find the cached checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from edgeasr.errors import CheckpointError, QuantizationError
+from edgeasr.paths import cache_dir
+from edgeasr.quant.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+
+def quantize(recipe: Recipe):
+    """Load the FP model of `recipe`, run its method, return (backend with the quantized model, stats)."""
+    from edgeasr.backends.hf import HFBackend
+    from edgeasr.quant.job import QuantJob
+    from edgeasr.quant.methods import get_method
+    from edgeasr.zoo import resolve_model_dir
+
+    recipe.validate()
+    method = get_method(recipe.method)
+    options = method.make_options(recipe.options)
+    if method.needs_activation_quant and not recipe.a_spec.enabled:
+        raise QuantizationError(f"{recipe.method} smooths activations for activation quantization; with a_bits=16 it "
+                                f"has nothing to do. Use --a-bits 8 (or 4), or a weight-only method (rtn, gptq, awq, ...)")
+    location, _ = resolve_model_dir(recipe.model)
+    backend = HFBackend.from_pretrained(location, recipe.model)
+    job = QuantJob(backend, recipe)
+    start = time.perf_counter()
+    method.run(job, options)
+    seconds = time.perf_counter() - start
+    log.info("%s took %.1f s", recipe.label, seconds)
+    return backend, {"quantize_seconds": round(seconds, 2), "calibration_clips": len(job._clips or [])}, location
+
+
+def default_checkpoint_path(recipe: Recipe) -> Path:
+    return cache_dir("checkpoints") / recipe.label
+
+
+def quantize_to_checkpoint(recipe: Recipe, target: Path | None = None) -> Path:
+    from edgeasr.quant.checkpoint import save_checkpoint
+
+    backend, stats, location = quantize(recipe)
+    source_dir = Path(location) if Path(str(location)).is_dir() else None
+    if source_dir is None:
+        raise QuantizationError(f"checkpoints need a local source directory; {recipe.model} resolved to {location}")
+    return save_checkpoint(backend.model, recipe, source_dir, target or default_checkpoint_path(recipe), stats)
+
+
+def load_or_quantize(model: str, method: str = "rtn", w_bits: int = 4, a_bits: int = 16,
+                     group_size: int = 64, **options) -> Path:
+    """The cached checkpoint for this recipe, quantizing it first if it is missing or does not verify."""
+    from edgeasr.quant.checkpoint import read_meta
+
+    recipe = Recipe(model, method, w_bits, a_bits, group_size, options=options)
+    path = default_checkpoint_path(recipe)
+    if path.exists():
+        try:
+            if Recipe.from_dict(read_meta(path)["recipe"]) == recipe:
+                return path
+        except CheckpointError as exc:
+            log.warning("%s; quantizing again", exc)
+    log.info("no cached checkpoint for %s: quantizing (once)", recipe.label)
+    return quantize_to_checkpoint(recipe, path)

@@ -1,0 +1,120 @@
+"""Recipe: everything that defines one quantized model, read from and written to TOML."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from edgeasr.errors import QuantizationError
+from edgeasr.quant.spec import QuantSpec
+
+RECIPE_DIR = Path(__file__).resolve().parents[2] / "models" / "recipes"
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """Which audio calibrates a method and how much of it."""
+
+    dataset: str = "asterisk-en-calib"
+    """Data set name or manifest path (labelled sets give teacher-forced decoder inputs)."""
+    n_clips: int = 32
+    """Number of calibration clips."""
+    max_decoder_tokens: int = 64
+    """Decoder positions per clip used for calibration."""
+    seed: int = 0
+    """Seed of the clip sample and of any random initialisation."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A model, a method and its bit-widths: the whole definition of a quantized checkpoint."""
+
+    model: str
+    """Zoo name, transformers directory or Hub id of the FP source model."""
+    method: str = "rtn"
+    """Registered method name (see `edgeasr quantize --list`)."""
+    w_bits: int = 4
+    """Weight bits (2-8, 16 = keep FP)."""
+    a_bits: int = 16
+    """Activation bits (4, 6, 8, 16 = keep FP)."""
+    group_size: int = 64
+    """Input columns per weight scale; 0 = one scale per output channel."""
+    symmetric: bool = False
+    """Symmetric weight grid (zero point at mid-range)."""
+    act_symmetric: bool = False
+    """Symmetric activation grid."""
+    act_dynamic: bool = True
+    """Per-token dynamic activation scales (False = static, calibrated)."""
+    parts: tuple[str, ...] = ("encoder", "decoder")
+    """Which stacks of blocks are quantized."""
+    calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
+    options: dict = field(default_factory=dict)
+    """Method options; keys are fields of the method's options dataclass."""
+
+    @property
+    def w_spec(self) -> QuantSpec:
+        granularity = "group" if self.group_size else "channel"
+        return QuantSpec(self.w_bits, self.symmetric, granularity, self.group_size or 128)
+
+    @property
+    def a_spec(self) -> QuantSpec:
+        return QuantSpec(self.a_bits, self.act_symmetric, "tensor", dynamic=self.act_dynamic)
+
+    @property
+    def label(self) -> str:
+        model = Path(self.model).name if "/" in self.model else self.model
+        group = f"g{self.group_size}" if self.group_size else "ch"
+        suffix = "".join(f"-{k}{v}" for k, v in sorted(self.options.items()))
+        return f"{model}-{self.method}-w{self.w_bits}a{self.a_bits}{group}{'-sym' if self.symmetric else ''}{suffix}"
+
+    def validate(self) -> None:
+        self.w_spec.validate_weights()
+        self.a_spec.validate_activations()
+        unknown = set(self.parts) - {"encoder", "decoder"}
+        if unknown or not self.parts:
+            raise QuantizationError(f"parts must be a non-empty subset of encoder, decoder; got {self.parts}")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["parts"] = list(self.parts)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Recipe":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise QuantizationError(f"unknown recipe keys {sorted(unknown)}; known: {sorted(known)}")
+        data = dict(data)
+        if "calibration" in data:
+            data["calibration"] = CalibrationOptions(**data["calibration"])
+        if "parts" in data:
+            data["parts"] = tuple(data["parts"])
+        return cls(**data)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Recipe":
+        path = Path(path)
+        if not path.exists() and (RECIPE_DIR / f"{path.name}.toml").exists():
+            path = RECIPE_DIR / f"{path.name}.toml"
+        try:
+            return cls.from_dict(tomllib.loads(path.read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise QuantizationError(f"cannot read recipe {path}: {exc}") from exc
+
+    def to_toml(self) -> str:
+        def value(v):
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, (int, float)):
+                return repr(v)
+            if isinstance(v, (list, tuple)):
+                return "[" + ", ".join(value(x) for x in v) + "]"
+            return '"' + str(v).replace('"', '\\"') + '"'
+
+        data = self.to_dict()
+        lines = [f"{k} = {value(v)}" for k, v in data.items() if k not in ("calibration", "options")]
+        lines += ["", "[calibration]"] + [f"{k} = {value(v)}" for k, v in data["calibration"].items()]
+        lines += ["", "[options]"] + [f"{k} = {value(v)}" for k, v in data["options"].items()]
+        return "\n".join(lines) + "\n"

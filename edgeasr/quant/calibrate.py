@@ -73,8 +73,15 @@ def load_calibration_clips(options: CalibrationOptions) -> list[CalibrationClip]
     if not utterances:
         raise DatasetError(f"calibration set {options.dataset} is empty")
     rng = random.Random(options.seed)
-    chosen = rng.sample(utterances, min(options.n_clips, len(utterances)))
-    return [CalibrationClip(prepare_audio(u.audio), u.text) for u in chosen]
+    chosen = rng.sample(utterances, min(options.n_clips * options.concat, len(utterances)))
+    pause = np.zeros(int(0.3 * 16000), dtype=np.float32)
+    clips = []
+    for i in range(0, len(chosen), options.concat):
+        group = chosen[i:i + options.concat]
+        audio = np.concatenate([part for u in group for part in (prepare_audio(u.audio), pause)])
+        texts = [u.text for u in group]
+        clips.append(CalibrationClip(audio, " ".join(texts) if all(texts) else None))
+    return clips
 
 
 class _Captured(Exception):

@@ -19,7 +19,10 @@ class CalibrationOptions:
     dataset: str = "asterisk-en-calib"
     """Data set name or manifest path (labelled sets give teacher-forced decoder inputs)."""
     n_clips: int = 32
-    """Number of calibration clips."""
+    """Number of calibration samples."""
+    concat: int = 4
+    """Clips joined (with short pauses) into one sample: the calibration prompts are one or two words,
+    and sentence-length samples give the decoder realistic positions to calibrate on."""
     max_decoder_tokens: int = 64
     """Decoder positions per clip used for calibration."""
     seed: int = 0

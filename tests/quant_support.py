@@ -1,0 +1,58 @@
+"""Shared helpers for the quantization tests: FP vs quantized error on held-out real audio.
+
+Methods are judged on clips they were not calibrated on (the `asterisk-en` evaluation prompts, while
+calibration uses `asterisk-en-calib`): relative error of the encoder output and of the decoder logits
+under teacher forcing on the reference text.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from edgeasr.audio import prepare_audio
+from edgeasr.backends.hf import HFBackend
+from edgeasr.data import build_dataset, load_manifest
+from edgeasr.quant.api import quantize
+from edgeasr.quant.calibrate import CalibrationClip
+from edgeasr.quant.recipe import CalibrationOptions, Recipe
+from edgeasr.zoo import fetch
+
+SMALL_CALIBRATION = CalibrationOptions(n_clips=8, concat=4, max_decoder_tokens=48)
+
+
+@functools.lru_cache(maxsize=None)
+def fp_backend(model: str) -> HFBackend:
+    return HFBackend.from_pretrained(fetch(model))
+
+
+@functools.lru_cache(maxsize=None)
+def held_out_clips(n: int = 6) -> tuple[CalibrationClip, ...]:
+    build_dataset("asterisk-en")
+    build_dataset("asterisk-en-calib")
+    utterances = load_manifest("asterisk-en")[::40][:n]
+    return tuple(CalibrationClip(prepare_audio(u.audio), u.text) for u in utterances)
+
+
+def quantized(model: str, method: str, w_bits: int, a_bits: int = 16, group_size: int = 64, **options) -> HFBackend:
+    recipe = Recipe(model, method, w_bits, a_bits, group_size, calibration=SMALL_CALIBRATION, options=options)
+    backend, _stats, _location = quantize(recipe)
+    return backend
+
+
+@torch.inference_mode()
+def output_error(reference: HFBackend, candidate: HFBackend, clips=None) -> float:
+    """Mean over clips of the relative error of encoder outputs plus that of teacher-forced decoder logits."""
+    clips = clips or held_out_clips()
+    errors = []
+    for clip in clips:
+        enc_ref, enc_q = reference.encode(clip.audio), candidate.encode(clip.audio)
+        ids = list(reference.settings.prompt) + reference.tokenizer(" " + clip.text, add_special_tokens=False).input_ids
+        ids = torch.tensor([ids])
+        logits_ref = reference.model(encoder_outputs=enc_ref, decoder_input_ids=ids, use_cache=False).logits
+        logits_q = candidate.model(encoder_outputs=enc_q, decoder_input_ids=ids, use_cache=False).logits
+        rel = lambda a, b: float((a - b).norm() / b.norm())
+        errors.append(rel(enc_q.last_hidden_state, enc_ref.last_hidden_state) + rel(logits_q, logits_ref))
+    return sum(errors) / len(errors)
+

@@ -112,3 +112,15 @@ def split_on_silence(audio: np.ndarray, max_seconds: float, sample_rate: int = S
         start = cut
     pieces.append((start, audio.size))
     return pieces
+
+
+def voiced_seconds(audio: np.ndarray, aggressiveness: int = 2, frame_ms: int = 30) -> float:
+    """Seconds of 16 kHz audio that webrtcvad calls speech (a whole-clip gate, not a streaming segmenter)."""
+    import webrtcvad
+
+    vad = webrtcvad.Vad(aggressiveness)
+    frame = SAMPLE_RATE * frame_ms // 1000
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
+    voiced = sum(vad.is_speech(pcm[i:i + frame].tobytes(), SAMPLE_RATE)
+                 for i in range(0, pcm.size - frame + 1, frame))
+    return voiced * frame_ms / 1000

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edgeasr.audio import SAMPLE_RATE, prepare_audio, split_on_silence
+from edgeasr.audio import SAMPLE_RATE, prepare_audio, split_on_silence, voiced_seconds
 from edgeasr.decoding import DecodeResult, compression_ratio
 from edgeasr.transcript import Segment, Transcript
 
@@ -36,6 +36,10 @@ class GuardOptions:
     """Average token log-probability under which a segment counts as unlikely."""
     compression_ratio_threshold: float = 2.4
     """Drop text that compresses better than this (repetition loops)."""
+    min_voiced_seconds: float = 0.12
+    """Segments with less speech than this (webrtcvad) are not decoded: both families invent text on silence."""
+    vad_aggressiveness: int = 2
+    """webrtcvad mode (0-3) of that gate."""
 
 
 class Engine:
@@ -84,12 +88,16 @@ class Engine:
         return None
 
     def transcribe_segment(self, audio: np.ndarray, offset: float = 0.0) -> tuple[Segment, float, float]:
+        end = offset + audio.size / SAMPLE_RATE
+        voiced = voiced_seconds(audio, self.guard.vad_aggressiveness)
+        if voiced < self.guard.min_voiced_seconds:
+            return Segment(offset, end, "", [], 0.0, None, 0.0, f"no speech (VAD: {voiced:.2f} s voiced)"), 0.0, 0.0
         result, enc_s, dec_s = self.backend.run(audio)
         text = self.backend.detokenize(result.tokens)
         dropped = self._guard(text, result)
         if dropped:
             log.debug("guard dropped %r: %s", text, dropped)
-        segment = Segment(offset, offset + audio.size / SAMPLE_RATE, "" if dropped else text, result.tokens,
+        segment = Segment(offset, end, "" if dropped else text, result.tokens,
                           result.avg_logprob, result.no_speech_prob, compression_ratio(text), dropped)
         return segment, enc_s, dec_s
 

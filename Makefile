@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine: `make demo` (the main job) and `make test`.
+# Both install everything they need first (system packages, the Python package with all extras,
+# the rebuilt default model and the sample set), so nothing has to be set up by hand.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+APT_PACKAGES := libportaudio2 chromium flite festival festvox-us-slt-hts codec2-examples
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system-deps python-deps assets demo test bench
+
+system-deps:
+	@if command -v apt-get >/dev/null; then \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	else echo "no apt-get: install $(APT_PACKAGES) with your package manager"; fi
+
+python-deps:
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[all]"
+
+assets:
+	edgeasr fetch moonshine-tiny
+	edgeasr data build moonshine-samples
+
+setup: system-deps python-deps assets
+
+demo: setup
+	edgeasr-demo
+
+test: setup
+	edgeasr fetch moonshine-base whisper-tiny.en whisper-base
+	edgeasr data build asterisk-en asterisk-en-calib tts-en codec2-calib
+	$(PYTHON) -m pytest -q
+
+bench: setup
+	edgeasr bench stream
+	edgeasr sweep bench/grids/full.toml

@@ -1,0 +1,282 @@
+"""Cost readouts: MACs, BOPs, memory I/O and model size, from the layers of the model that actually runs.
+
+Conventions (stated in the README too):
+  * MACs count matmuls and convolutions only: linears, conv front ends, and the attention score (Q·Kᵀ)
+    and value (P·V) products, which are activation × activation. Norms, softmax and GELU are left out.
+  * BOPs = Σ MACs × b_w × b_a, where an unquantized operand counts as 16 bits (the FP16 deployment
+    baseline; the CPU research backend computes in fp32, which is an implementation detail).
+  * Memory I/O = weight bytes at their stored width (codes, scales, zero points, outliers, sparse
+    corrections; FP tensors at 16 bits) read once per encoder pass and once per decoded token, plus the
+    activations each op reads (at its input's bit-width) and writes (16 bits), KV caches included.
+  * Shapes: Whisper's encoder always sees a 30 s window (1500 positions); Moonshine's encoder length
+    follows its conv front end exactly. The decoder runs `n_tokens` positions with a KV cache: its
+    weights are read per token, cross-attention K/V are projected once per utterance, and self-attention
+    at position p reads p + 1 cached keys and values.
+
+The walk is over `LayerInfo` records, a neutral description that a torch model produces here
+(`describe_layers`) and an ONNX bundle can produce from its metadata (a backend's `layer_infos()`).
+Layer names follow the transformers module names, which is how the walk knows where each layer sits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from edgeasr.metrics.layers import LayerInfo, ModelDims, describe_layers, model_dims
+
+FP_BITS = 16
+"""Width an unquantized weight or activation counts as (BOPs and memory I/O)."""
+Part = Literal["encoder", "decoder"]
+
+__all__ = ["CostReport", "LayerInfo", "ModelDims", "ModelSize", "PartCost", "describe_layers",
+           "estimate_cost", "estimate_cost_from_layers", "model_dims", "model_size"]
+
+
+@dataclass
+class PartCost:
+    """Totals of one slice of the model (a part such as the encoder, or a kind of op)."""
+
+    macs: int = 0
+    """Multiply-accumulates."""
+    bops: int = 0
+    """MACs weighted by the operand bit-widths."""
+    weight_read_bytes: int = 0
+    """Weight bytes fetched (per encoder pass / per decoder token, summed)."""
+    activation_bytes: int = 0
+    """Activation bytes read and written, KV caches included."""
+
+    def add(self, macs: float, w_bits: int, a_bits: int, weight_read: float, activation: float) -> None:
+        self.macs += round(macs)
+        self.bops += round(macs * w_bits * a_bits)
+        self.weight_read_bytes += round(weight_read)
+        self.activation_bytes += round(activation)
+
+    @property
+    def memory_io_bytes(self) -> int:
+        return self.weight_read_bytes + self.activation_bytes
+
+
+@dataclass
+class ModelSize:
+    """Weight bytes of a model, FP references against what is stored."""
+
+    params: int
+    """Parameters of the matmul, conv and embedding layers plus the small rest (norms)."""
+    weight_bytes: int
+    """Resident bytes as stored (quantized layers packed; FP tensors at 16 bits); tied weights once."""
+    fp16_weight_bytes: int
+    """The same model with every weight in fp16."""
+    fp32_weight_bytes: int
+    """The same model with every weight in fp32 (how the research backend holds an FP model)."""
+    on_disk_bytes: int | None = None
+    """Bytes of the weight files (safetensors) when the model came from a local directory."""
+
+    @property
+    def ratio_vs_fp32(self) -> float:
+        return self.fp32_weight_bytes / self.weight_bytes
+
+    @property
+    def ratio_vs_fp16(self) -> float:
+        return self.fp16_weight_bytes / self.weight_bytes
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ratio_vs_fp32": round(self.ratio_vs_fp32, 3),
+                "ratio_vs_fp16": round(self.ratio_vs_fp16, 3)}
+
+
+@dataclass
+class CostReport:
+    """What one utterance costs the model as it runs."""
+
+    audio_seconds: float
+    n_tokens: int
+    """Decoder positions run (prompt and generated tokens)."""
+    encoder_positions: int
+    """Encoder output length per window."""
+    encoder_windows: int
+    """Encoder passes (Whisper: one per 30 s window)."""
+    encoder: PartCost
+    decoder: PartCost
+    by_kind: dict[str, PartCost]
+    """Totals per op kind: linear, conv1d, embedding, attention."""
+    size: ModelSize
+
+    @property
+    def macs(self) -> int:
+        return self.encoder.macs + self.decoder.macs
+
+    @property
+    def bops(self) -> int:
+        return self.encoder.bops + self.decoder.bops
+
+    @property
+    def weight_read_bytes(self) -> int:
+        return self.encoder.weight_read_bytes + self.decoder.weight_read_bytes
+
+    @property
+    def activation_bytes(self) -> int:
+        return self.encoder.activation_bytes + self.decoder.activation_bytes
+
+    @property
+    def memory_io_bytes(self) -> int:
+        return self.weight_read_bytes + self.activation_bytes
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.size.weight_bytes
+
+    @property
+    def fp32_weight_bytes(self) -> int:
+        return self.size.fp32_weight_bytes
+
+    @property
+    def size_ratio(self) -> float:
+        """FP32 bytes over stored bytes."""
+        return self.size.ratio_vs_fp32
+
+    def to_dict(self) -> dict:
+        part = lambda p: {**asdict(p), "memory_io_bytes": p.memory_io_bytes}
+        return {"audio_seconds": self.audio_seconds, "n_tokens": self.n_tokens,
+                "encoder_positions": self.encoder_positions, "encoder_windows": self.encoder_windows,
+                "macs": self.macs, "bops": self.bops, "memory_io_bytes": self.memory_io_bytes,
+                "weight_read_bytes": self.weight_read_bytes, "activation_bytes": self.activation_bytes,
+                "weight_bytes": self.weight_bytes, "fp32_weight_bytes": self.fp32_weight_bytes,
+                "size_ratio": round(self.size_ratio, 3), "encoder": part(self.encoder),
+                "decoder": part(self.decoder), "by_kind": {k: part(v) for k, v in self.by_kind.items()},
+                "size": self.size.to_dict()}
+
+    def __str__(self) -> str:
+        return (f"{self.macs / 1e9:.2f} GMAC, {self.bops / 1e12:.2f} TBOP, memory I/O {self.memory_io_bytes / 1e6:.1f} MB "
+                f"(weights {self.weight_read_bytes / 1e6:.1f} MB), size {self.weight_bytes / 1e6:.1f} MB "
+                f"({self.size_ratio:.1f}x smaller than fp32)")
+
+
+# ---- the walk ------------------------------------------------------------------------------------
+def _conv_length(length: int, layer: LayerInfo) -> int:
+    return (length + 2 * layer.padding - layer.kernel) // layer.stride + 1
+
+
+def encoder_positions(layers: list[LayerInfo], dims: ModelDims, audio_seconds: float) -> int:
+    """Encoder sequence length after the conv front end, for one window of audio."""
+    seconds = dims.window_seconds or audio_seconds
+    length = round(seconds * dims.input_rate)
+    for layer in layers:
+        if layer.kind == "conv1d" and layer.part == "encoder":
+            length = _conv_length(length, layer)
+    if length < 1:
+        raise ValueError(f"{audio_seconds} s of audio is too short for the encoder's conv front end")
+    return length
+
+
+def _act_bytes(elements: float, bits: int) -> float:
+    return elements * bits / 8
+
+
+def _matmul_layer(cost: PartCost, kind_cost: PartCost, layer: LayerInfo, rows: float, weight_reads: float) -> None:
+    """A linear applied to `rows` input rows, its weights fetched `weight_reads` times."""
+    quant_in = layer.in_features - layer.fp_in_features
+    # Per row: the grid matmul, the FP outlier columns, the sparse FP corrections, an online rotation.
+    fp_macs = layer.out_features * layer.fp_in_features + layer.sparse_nnz
+    fp_macs += layer.in_features ** 2 if layer.hadamard else 0
+    activation = _act_bytes(rows * layer.in_features, layer.a_bits) + _act_bytes(rows * layer.out_features, FP_BITS)
+    for target in (cost, kind_cost):
+        target.add(rows * layer.out_features * quant_in, layer.w_bits, layer.a_bits, weight_reads * layer.weight_bytes,
+                   activation)
+        target.add(rows * fp_macs, FP_BITS, FP_BITS, 0, 0)
+
+
+def _attention(cost: PartCost, kind_cost: PartCost, width: int, heads: int, queries: float, keys: float) -> None:
+    """Q·Kᵀ and P·V for `queries` rows over `keys` cached rows (activation × activation, all 16-bit)."""
+    macs = 2 * queries * keys * width
+    scores = queries * keys * heads
+    # Read Q, K, V; write and read back the scores; write the output.
+    activation = _act_bytes(queries * width * 2 + keys * width * 2 + scores * 2, FP_BITS)
+    for target in (cost, kind_cost):
+        target.add(macs, FP_BITS, FP_BITS, 0, activation)
+
+
+def _is_cross_kv(name: str) -> bool:
+    return "encoder_attn." in name and (name.endswith("k_proj") or name.endswith("v_proj"))
+
+
+def estimate_cost_from_layers(layers: list[LayerInfo], dims: ModelDims, audio_seconds: float,
+                              n_tokens: int, size: ModelSize | None = None) -> CostReport:
+    """Cost of one utterance of `audio_seconds` decoded into `n_tokens` positions, from a layer list."""
+    windows = max(1, math.ceil(audio_seconds / dims.window_seconds)) if dims.window_seconds else 1
+    t_enc = encoder_positions(layers, dims, audio_seconds)
+    # Self-attention at position p attends to p + 1 keys: Σ (p + 1) over the n decoded positions.
+    self_keys = n_tokens * (n_tokens + 1) / 2
+    parts = {"encoder": PartCost(), "decoder": PartCost()}
+    kinds: dict[str, PartCost] = {}
+    length = round((dims.window_seconds or audio_seconds) * dims.input_rate)
+    for layer in layers:
+        if layer.kind == "param":
+            continue
+        cost, kind_cost = parts[layer.part], kinds.setdefault(layer.kind, PartCost())
+        if layer.kind == "conv1d":
+            out_len = _conv_length(length, layer)
+            macs = out_len * layer.out_features * layer.in_features // layer.groups * layer.kernel
+            activation = (_act_bytes(length * layer.in_features, layer.a_bits)
+                          + _act_bytes(out_len * layer.out_features, FP_BITS))
+            for target in (cost, kind_cost):
+                target.add(windows * macs, layer.w_bits, layer.a_bits, windows * layer.weight_bytes, windows * activation)
+            length = out_len
+        elif layer.kind == "embedding":
+            # A lookup reads and writes one row per position: no MACs, and only the rows it touches.
+            rows = windows * t_enc if layer.part == "encoder" else n_tokens
+            row_bytes = layer.weight_bytes / layer.in_features
+            for target in (cost, kind_cost):
+                target.add(0, layer.w_bits, FP_BITS, rows * row_bytes, _act_bytes(rows * layer.out_features, FP_BITS))
+        elif layer.part == "encoder" or _is_cross_kv(layer.name):
+            _matmul_layer(cost, kind_cost, layer, windows * t_enc, windows)
+        else:
+            _matmul_layer(cost, kind_cost, layer, n_tokens, n_tokens)
+        if layer.kind == "linear" and layer.name.endswith("q_proj"):
+            attn = kinds.setdefault("attention", PartCost())
+            if layer.part == "encoder":
+                _attention(cost, attn, layer.out_features, dims.encoder_heads, windows * t_enc, t_enc)
+            elif "encoder_attn." in layer.name:
+                _attention(cost, attn, layer.out_features, dims.decoder_heads, n_tokens, t_enc)
+            else:
+                _attention(cost, attn, layer.out_features, dims.decoder_heads, 1, self_keys)
+    return CostReport(audio_seconds, n_tokens, t_enc, windows, parts["encoder"], parts["decoder"], kinds,
+                      size or size_from_layers(layers))
+
+
+# ---- size ----------------------------------------------------------------------------------------
+def size_from_layers(layers: list[LayerInfo], on_disk_bytes: int | None = None) -> ModelSize:
+    """Resident bytes of the described layers; a weight tied to another layer's is counted once."""
+    own = [layer for layer in layers if layer.tied_to is None]
+    params = sum(layer.params for layer in own)
+    return ModelSize(params, sum(layer.weight_bytes for layer in own), 2 * params, 4 * params, on_disk_bytes)
+
+
+def _weights_on_disk(source: str | Path) -> int | None:
+    path = Path(source)
+    files = list(path.glob("*.safetensors")) if path.is_dir() else [path] if path.suffix == ".safetensors" else []
+    return sum(f.stat().st_size for f in files) or None
+
+
+def _resolve(model_or_engine) -> tuple[list[LayerInfo], ModelDims, str | None]:
+    """Layers, dims and weight-file location of an Engine, a backend or a torch model."""
+    backend = getattr(model_or_engine, "backend", model_or_engine)
+    if hasattr(backend, "layer_infos"):
+        return backend.layer_infos(), backend.model_dims(), getattr(backend, "source", None)
+    model = getattr(backend, "model", backend)
+    return describe_layers(model), model_dims(model), getattr(backend, "source", None)
+
+
+def model_size(model_or_engine) -> ModelSize:
+    """Resident weight bytes, FP16/FP32 references, and on-disk bytes when the weights came from a directory."""
+    layers, _dims, source = _resolve(model_or_engine)
+    return size_from_layers(layers, _weights_on_disk(source) if source else None)
+
+
+def estimate_cost(model_or_engine, audio_seconds: float, n_tokens: int) -> CostReport:
+    """Cost of one utterance for an Engine (torch or bundle backend), a backend, or a torch model."""
+    layers, dims, source = _resolve(model_or_engine)
+    size = size_from_layers(layers, _weights_on_disk(source) if source else None)
+    return estimate_cost_from_layers(layers, dims, audio_seconds, n_tokens, size)

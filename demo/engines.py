@@ -1,0 +1,108 @@
+"""Process-wide engine cache keyed by (model, method, bits), so switching recipes never reloads one.
+
+Quantized engines come from `load_or_quantize`, which reuses a cached checkpoint when one exists;
+the first request for a recipe quantizes it (seconds for RTN on a tiny model) with a progress bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edgeasr.engine import Engine
+
+log = logging.getLogger(__name__)
+
+FP = "fp"
+"""Method name the pickers use for the unquantized model."""
+BIT_CHOICES = (8, 6, 4, 3, 2)
+"""Weight bit-widths offered by the pickers (activations stay at 16 bits)."""
+
+Progress = Callable[..., object]
+"""`gr.Progress`-like callable: progress(fraction, desc=...)."""
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """Which engine to run: a zoo model, a method (or FP) and its weight bits."""
+
+    model: str
+    method: str = FP
+    bits: int = 16
+
+    @classmethod
+    def of(cls, model: str, method: str, bits: int | float | str | None) -> "EngineKey":
+        """Normalize picker values; FP ignores the bit picker so it maps to one cache entry."""
+        if method == FP:
+            return cls(model, FP, 16)
+        return cls(model, method, int(bits or 4))
+
+    @property
+    def label(self) -> str:
+        if self.method == FP:
+            return f"{self.model} · FP"
+        return f"{self.model} · {self.method.upper()} W{self.bits}A16"
+
+
+_engines: dict[EngineKey, Engine] = {}
+_key_locks: dict[EngineKey, threading.Lock] = {}
+_table_lock = threading.Lock()
+
+
+def is_loaded(key: EngineKey) -> bool:
+    return key in _engines
+
+
+def get_engine(key: EngineKey, progress: Progress | None = None) -> Engine:
+    """The cached engine for `key`, loading (and quantizing) it on first use.
+
+    One lock per key: two browser sessions asking for the same new recipe quantize it once, while
+    requests for recipes already loaded never wait behind a quantization.
+    """
+    with _table_lock:
+        if key in _engines:
+            return _engines[key]
+        lock = _key_locks.setdefault(key, threading.Lock())
+    with lock:
+        if key in _engines:
+            return _engines[key]
+        source: object = key.model
+        if key.method != FP:
+            from edgeasr.quant.api import load_or_quantize
+
+            if progress is not None:
+                progress(0.1, desc=f"quantizing {key.label} (cached after the first time)")
+            source = load_or_quantize(key.model, key.method, key.bits)
+        if progress is not None:
+            progress(0.6, desc=f"loading {key.label}")
+        log.info("loading engine %s", key.label)
+        engine = Engine.load(source)
+        with _table_lock:
+            _engines[key] = engine
+        return engine
+
+
+def warm_up(keys: list[EngineKey]) -> None:
+    """Load engines ahead of the first click (run in a background thread at start-up)."""
+    for key in keys:
+        try:
+            get_engine(key)
+        except Exception:  # noqa: BLE001 - a failed warm-up only means the first click loads it
+            log.warning("warm-up of %s failed; it will load on first use", key.label, exc_info=True)
+
+
+def model_choices(default: str) -> list[str]:
+    """Zoo models that can be rebuilt offline or are already cached, default first."""
+    from edgeasr.zoo.catalog import CATALOG
+    from edgeasr.zoo.fetch import is_cached
+
+    names = [name for name, entry in CATALOG.items() if entry.offline or is_cached(name)]
+    return [default] + [n for n in names if n != default]
+
+
+def method_choices() -> list[str]:
+    from edgeasr.quant.methods import available_methods
+
+    return [FP, *available_methods()]

@@ -1,0 +1,107 @@
+"""Audio chunks from the browser → one `StreamingSession` per browser session → text and readouts.
+
+Gradio delivers microphone chunks at the browser's rate (often 48 kHz, int16, sometimes stereo); a
+streaming resampler keeps chunk edges seamless, which per-chunk resampling would not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import soxr
+
+from edgeasr.audio import SAMPLE_RATE, prepare_audio
+from edgeasr.engine import Engine
+from edgeasr.stream import LineChanged, LineCompleted, LineStarted, SessionOptions, StreamingSession
+
+from demo.engines import EngineKey
+
+EMPTY_TRANSCRIPT = "*(listening: speak, or stream a sample clip)*"
+
+
+def to_mono_float(samples: np.ndarray) -> np.ndarray:
+    """int16 / multi-channel browser audio → float32 mono at its own rate (no resampling here)."""
+    samples = np.asarray(samples)
+    if samples.size == 0:
+        return np.zeros(0, np.float32)
+    return prepare_audio(samples, SAMPLE_RATE)
+
+
+@dataclass
+class Transcriber:
+    """What one browser session streams into: its engine's session, finals so far and the open partial."""
+
+    key: EngineKey
+    session: StreamingSession
+    input_rate: int = SAMPLE_RATE
+    resampler: soxr.ResampleStream | None = None
+    finals: list[LineCompleted] = field(default_factory=list)
+    partial: str = ""
+    notes: list[str] = field(default_factory=list)
+    """Lines shown between finals (e.g. a recipe switch), kept in transcript order."""
+    order: list[tuple[str, int]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, key: EngineKey, engine: Engine, options: SessionOptions | None = None) -> "Transcriber":
+        return cls(key, StreamingSession(engine, options))
+
+    def feed(self, rate: int, samples: np.ndarray) -> None:
+        """Push one chunk at `rate` Hz; updates finals and the partial line."""
+        audio = to_mono_float(samples)
+        if rate != SAMPLE_RATE:
+            if self.resampler is None or self.input_rate != rate:
+                self.input_rate, self.resampler = rate, soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
+            audio = self.resampler.resample_chunk(audio)
+        if audio.size:
+            self._apply(self.session.accept(audio))
+
+    def finish(self) -> None:
+        """Complete the open line (recording stopped, clip ended, recipe switched)."""
+        if self.resampler is not None:
+            tail = self.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            self.resampler = None
+            if tail.size:
+                self._apply(self.session.accept(tail))
+        self._apply(self.session.finish())
+        self.partial = ""
+
+    def switch(self, key: EngineKey, engine: Engine) -> None:
+        """Carry on with another recipe: close the open line, keep the transcript, mark the switch."""
+        self.finish()
+        self.key, self.session = key, StreamingSession(engine, self.session.options)
+        self.notes.append(f"switched to {key.label}")
+        self.order.append(("note", len(self.notes) - 1))
+
+    def _apply(self, events: list) -> None:
+        for event in events:
+            if isinstance(event, (LineStarted, LineChanged)):
+                self.partial = event.text
+            elif isinstance(event, LineCompleted):
+                self.partial = ""
+                if event.text:
+                    self.finals.append(event)
+                    self.order.append(("final", len(self.finals) - 1))
+
+    @property
+    def text(self) -> str:
+        """Final lines joined: the clip's transcript."""
+        return " ".join(line.text for line in self.finals)
+
+    def markdown(self) -> str:
+        """Finals one per line, recipe notes in bold, the open partial in italics at the end."""
+        shown = [f"**{self.notes[i]}**" if kind == "note" else self.finals[i].text for kind, i in self.order]
+        if self.partial:
+            shown.append(f"*{self.partial} …*")
+        return "\n\n".join(shown) or EMPTY_TRANSCRIPT
+
+
+def replay(engine: Engine, key: EngineKey, audio: np.ndarray, rate: int, chunk_seconds: float = 0.5,
+           options: SessionOptions | None = None) -> Transcriber:
+    """Stream a whole recording through a fresh session in fixed chunks, as a microphone would deliver it."""
+    transcriber = Transcriber.start(key, engine, options)
+    step = max(1, int(chunk_seconds * rate))
+    for start in range(0, len(audio), step):
+        transcriber.feed(rate, audio[start:start + step])
+    transcriber.finish()
+    return transcriber

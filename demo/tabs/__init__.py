@@ -1,0 +1,1 @@
+"""One module per tab; each exposes `build(...)` that renders its components inside an open `gr.Tab`."""

@@ -1,0 +1,176 @@
+"""`edgeasr-listen`: live transcription from the microphone, a file replayed as if it were one, or a server.
+
+    edgeasr-listen --model moonshine-tiny                 # microphone, FP model
+    edgeasr-listen --model moonshine-tiny --method gptq --bits 4   # quantizes once, then cached
+    edgeasr-listen --file talk.wav --fast --json          # one JSON event per line, as fast as possible
+
+In a terminal the open line is rewritten in place and finished lines stay; Ctrl-C completes the
+current line and exits 0. Exit code 2 means a usage problem, e.g. no microphone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TextIO
+
+from edgeasr.errors import EdgeASRError
+
+log = logging.getLogger("edgeasr.listen")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edgeasr.stream.session import SessionOptions
+    from edgeasr.stream.vad import VADOptions
+
+    p = argparse.ArgumentParser(prog="edgeasr-listen", description=__doc__.splitlines()[0])
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--model", default="moonshine-tiny", help="zoo name, transformers dir or Hub id")
+    model.add_argument("--checkpoint", type=Path, help="quantized checkpoint made by `edgeasr quantize`")
+    model.add_argument("--bundle", type=Path, help="ONNX bundle made by `edgeasr export`")
+    p.add_argument("--method", help="quantize --model with this method on first use (e.g. rtn, gptq, awq)")
+    p.add_argument("--bits", type=int, default=4, help="weight bits for --method (default 4)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--file", type=Path, help="replay this audio file as if it were the microphone")
+    source.add_argument("--device", help="input device index or name substring (see --list-devices)")
+    source.add_argument("--list-devices", action="store_true", help="list input devices and exit")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
+                      help="replay --file at real-time speed (default)")
+    pace.add_argument("--fast", dest="realtime", action="store_false", help="replay --file as fast as possible")
+    p.add_argument("--vad-aggressiveness", type=int, choices=range(4), default=VADOptions.aggressiveness,
+                   help=f"webrtcvad mode 0-3 (default {VADOptions.aggressiveness})")
+    p.add_argument("--partial-interval", type=float, default=SessionOptions.partial_interval,
+                   help=f"seconds of audio between partial updates (default {SessionOptions.partial_interval})")
+    p.add_argument("--no-partials", action="store_true", help="print final lines only")
+    p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    p.add_argument("--server", metavar="URL", help="stream to an edgeasr-server (ws://host:port/v1/stream)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def _device(value: str | None) -> int | str | None:
+    return int(value) if value is not None and value.isdigit() else value
+
+
+def _model_path(args: argparse.Namespace):
+    if args.checkpoint or args.bundle:
+        return args.checkpoint or args.bundle
+    if args.method:
+        # Imported only here: quantizing needs torch, which an edge install does not have.
+        from edgeasr.quant.api import load_or_quantize
+
+        return load_or_quantize(args.model, args.method, args.bits)
+    return args.model
+
+
+class Printer:
+    """Writes events: JSON lines, or a terminal view with the open line rewritten in place."""
+
+    def __init__(self, out: TextIO, as_json: bool) -> None:
+        self.out = out
+        self.as_json = as_json
+        self.live = out.isatty()
+
+    def show(self, event: dict) -> None:
+        if self.as_json:
+            self.out.write(json.dumps(event) + "\n")
+        elif event["type"] == "LineCompleted":
+            self._rewrite(event["text"])
+            self.out.write("\n")
+        elif self.live:
+            # Only the tail fits on one terminal row; a wrapped line could not be rewritten with \r.
+            width = shutil.get_terminal_size().columns - 1
+            self._rewrite(event["text"][-width:])
+        self.out.flush()
+
+    def _rewrite(self, text: str) -> None:
+        self.out.write(("\r\x1b[2K" if self.live else "") + text)
+
+
+def _listen_local(args: argparse.Namespace, chunks: Iterable, printer: Printer) -> None:
+    from edgeasr.engine import Engine
+    from edgeasr.stream.session import SessionOptions, StreamingSession
+    from edgeasr.stream.vad import VADOptions
+
+    engine = Engine.load(_model_path(args))
+    options = SessionOptions(vad=VADOptions(aggressiveness=args.vad_aggressiveness),
+                             partial_interval=args.partial_interval, partials=not args.no_partials)
+    session = StreamingSession(engine, options)
+    try:
+        for chunk in chunks:
+            for event in session.accept(chunk):
+                printer.show(event.to_dict())
+    except KeyboardInterrupt:
+        log.debug("interrupted: completing the open line")
+    for event in session.finish():
+        printer.show(event.to_dict())
+
+
+def _server_target(args: argparse.Namespace) -> dict:
+    """What the server should run, in `edgeasr.client.ClientOptions` fields."""
+    if args.bundle:
+        raise EdgeASRError("--bundle runs locally only; a server serves zoo models, recipes and cached checkpoints")
+    if args.checkpoint:
+        return {"checkpoint": args.checkpoint.name}
+    if args.method:
+        return {"recipe": {"model": args.model, "method": args.method, "w_bits": args.bits}}
+    return {"model": args.model}
+
+
+def _listen_server(args: argparse.Namespace, chunks: Iterable, printer: Printer) -> None:
+    from edgeasr.client import stream
+
+    # The source paces itself (microphone, or --file at real-time speed): the client sends as it yields.
+    events = stream(args.server, chunks, 16000, partials=not args.no_partials, realtime=False,
+                    **_server_target(args))
+    try:
+        for event in events:
+            if event.get("type", "").startswith("Line"):
+                printer.show(event)
+    except KeyboardInterrupt:
+        log.debug("interrupted: the server completes the open line when the stream closes")
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgeasr.stream.sources import FileSource, MicSource, list_input_devices
+
+    if args.list_devices:
+        devices = list_input_devices()
+        for d in devices:
+            print(f"{d['index']:3}  {d['name']}  ({d['channels']} ch, {d['sample_rate']:.0f} Hz)")
+        if not devices:
+            print("no input devices found", file=sys.stderr)
+        return 0
+    printer = Printer(sys.stdout, args.json)
+    listen = _listen_server if args.server else _listen_local
+    if args.file:
+        listen(args, FileSource(args.file, realtime=args.realtime), printer)
+    else:
+        with MicSource(_device(args.device)) as mic:
+            if not args.json:
+                print("listening (Ctrl-C to stop)", file=sys.stderr)
+            listen(args, mic, printer)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except EdgeASRError as exc:
+        print(f"edgeasr-listen: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # during model load or device open: nothing to complete
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -54,6 +54,8 @@ class ClientOptions:
     """Ask for partial lines (False: finals only)."""
     max_queue_seconds: float | None = None
     """Ask the server to queue at most this much audio (lower: less lag, more dropped audio when it is busy)."""
+    overflow: str = "drop"
+    """When the server's queue is full: "drop" audio (live sources) or "block" (faster-than-real-time replays)."""
     encoding: str = "pcm16"
     """Wire encoding of audio frames: pcm16 (half the bytes) or float32."""
     chunk_ms: int = 100
@@ -68,7 +70,8 @@ class ClientOptions:
     """Raise ServerError after yielding an error event (False: just yield it)."""
 
     def config(self, sample_rate: int) -> dict[str, Any]:
-        data = {"sample_rate": sample_rate, "encoding": self.encoding, "partials": self.partials}
+        data = {"sample_rate": sample_rate, "encoding": self.encoding, "partials": self.partials,
+                "overflow": self.overflow}
         for key in ("model", "recipe", "checkpoint", "max_queue_seconds"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)

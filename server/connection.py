@@ -49,6 +49,8 @@ class Connection:
         self.dropped = 0
         self.late = 0
         self._drop_notice = 0
+        self._drained = asyncio.Event()
+        """Set by the consumer whenever it takes audio off the queue (wakes a blocked receiver)."""
         self._arrivals: deque[tuple[int, float]] = deque()
         """(end sample, wall time received) of recent frames, to time events from the audio they cover."""
         self.latencies: deque[float] = deque(maxlen=1000)
@@ -139,7 +141,12 @@ class Connection:
             if len(payload) > self.options.max_frame_bytes:
                 raise ProtocolError("frame_too_large", f"frame of {len(payload)} bytes exceeds "
                                                        f"{self.options.max_frame_bytes}; send smaller chunks (~100 ms)")
-            self._enqueue(resample(decode_frame(payload, config.encoding)), capacity)
+            samples = resample(decode_frame(payload, config.encoding))
+            # "block": stop reading until the decoder catches up, so TCP flow control paces the sender.
+            while config.overflow == "block" and self.pending and self.pending + samples.size > capacity:
+                self._drained.clear()
+                await self._drained.wait()
+            self._enqueue(samples, capacity)
             if self.received >= limit:
                 self.queue.put_nowait(_END)
                 return ProtocolError("session_too_long", f"session reached {self.options.max_session_seconds:g} s "
@@ -180,6 +187,7 @@ class Connection:
         samples = np.concatenate([f[0] for f in frames]) if len(frames) > 1 else frames[0][0]
         waited = time.perf_counter() - frames[0][1]
         self.pending -= samples.size
+        self._drained.set()
         for chunk, arrived in frames:
             self.processed += chunk.size
             self._arrivals.append((self.processed, arrived))

@@ -67,6 +67,9 @@ class StreamConfig:
     """Send LineStarted/LineChanged partials (False: finals only, cheapest)."""
     max_queue_seconds: float | None = None
     """Lower the server's per-connection queue bound: less lag behind real time, more dropped audio."""
+    overflow: str = "drop"
+    """When the queue is full: "drop" new audio (live sources) or "block" reading (file replays faster
+    than real time; TCP flow control then slows the sender)."""
 
     @classmethod
     def parse(cls, text: str) -> "StreamConfig":
@@ -104,8 +107,11 @@ class StreamConfig:
         queue = data.get("max_queue_seconds")
         if queue is not None and (not isinstance(queue, (int, float)) or isinstance(queue, bool) or queue <= 0):
             raise ProtocolError("invalid_config", f"max_queue_seconds must be a positive number, got {queue!r}")
+        overflow = data.get("overflow", "drop")
+        if overflow not in ("drop", "block"):
+            raise ProtocolError("invalid_config", f'overflow must be "drop" or "block", got {overflow!r}')
         return cls(rate, encoding, data.get("model"), data.get("recipe"), data.get("checkpoint"),
-                   bool(data.get("partials", True)), queue)
+                   bool(data.get("partials", True)), queue, overflow)
 
 
 def decode_frame(payload: bytes, encoding: str) -> np.ndarray:

@@ -227,6 +227,12 @@ def test_backpressure_drops_are_reported(served, beckett):
     assert served.metrics()["dropped_seconds"] > 0
 
 
+def test_block_overflow_loses_nothing(served, beckett):
+    events = asyncio.run(_collect(served.url, beckett, partials=False, realtime=False, max_queue_seconds=0.5,
+                                  overflow="block"))
+    assert events[-1]["dropped_seconds"] == 0 and _close_to_beckett(events)
+
+
 def test_client_raises_on_rejection(served, beckett):
     async def main():
         options = ClientOptions(token="wrong")

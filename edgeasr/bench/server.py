@@ -1,0 +1,323 @@
+"""`edgeasr bench server`: how many real-time streams one server sustains, and whether memory stays flat.
+
+A server subprocess (loopback only, optionally pinned to a few cores with `taskset`) serves one model;
+N clients in this process replay real speech at real-time speed, with staggered starts. A step passes
+when no client lost audio and the 95th percentile of end-of-speech → final latency is under the
+budget; N grows until a step fails. Latency is measured on the client: from sending the frame that
+holds the end of speech to receiving the final. A soak then runs the largest passing N for minutes and
+samples the server's resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeasr.audio import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+PAD_S = 0.15  # SessionOptions.final_pad_ms: a final's `end` lies this far after the end of speech
+
+
+@dataclass
+class ServerBenchOptions:
+    """What the server benchmark runs."""
+
+    targets: tuple[str, ...] = ("moonshine-tiny", "moonshine-tiny:rtn:8", "moonshine-tiny:rtn:4")
+    """Zoo names, or MODEL:METHOD:W_BITS recipes (quantized once via load_or_quantize)."""
+    clients: tuple[int, ...] = (1, 2, 4, 6, 8, 12, 16)
+    """Concurrent client counts tried in order until one fails."""
+    cores: int = 2
+    """Cores the server is pinned to (taskset); 0 = no pinning."""
+    stream_seconds: float = 22.0
+    """Audio each client replays per step (real speech, looped)."""
+    latency_budget_ms: float = 1000.0
+    """p95 end-of-speech → final must stay below this."""
+    partials: bool = True
+    """Clients ask for partials (live captions), which costs decodes."""
+    soak_minutes: float = 3.0
+    """Length of the soak at the largest passing N (0 = skip)."""
+    soak_target: str = "moonshine-tiny:rtn:8"
+    """Model of the soak."""
+    out: Path = Path("bench/results")
+    """Folder for server_bench.json and server_bench.md."""
+
+
+def _speech() -> np.ndarray:
+    """Beckett and the first sentences of A Tale of Two Cities with pauses: several lines per replay."""
+    from edgeasr.audio import prepare_audio
+    from edgeasr.registry import fetch_package, find_file
+    from edgeasr.zoo.catalog import MOONSHINE_VOICE
+
+    root = fetch_package(MOONSHINE_VOICE)
+    gap = np.zeros(SAMPLE_RATE, np.float32)
+    beckett = prepare_audio(find_file(root, "assets/beckett.wav"))
+    cities = prepare_audio(find_file(root, "assets/two_cities.wav"))[: 12 * SAMPLE_RATE]
+    return np.concatenate([beckett, gap, cities, gap])
+
+
+# -- server process ---------------------------------------------------------------------------------
+
+class ServerProcess:
+    """`edgeasr-server` on 127.0.0.1 in a subprocess; bounded start-up wait."""
+
+    def __init__(self, target: str, max_clients: int, cores: int) -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        self.token = secrets.token_hex(8)
+        flag = ["--recipe", target] if target.count(":") == 2 else ["--model", target]
+        cmd = [sys.executable, "-m", "server.app", "--host", "127.0.0.1", "--port", str(self.port), *flag,
+               "--no-lazy-zoo", "--max-clients", str(max_clients), "--workers", str(max(1, cores or os.cpu_count())),
+               "--idle-timeout", "30", "--log-level", "warning"]
+        if cores and shutil.which("taskset") and (os.cpu_count() or 1) >= cores:
+            cmd = ["taskset", "-c", f"0-{cores - 1}", *cmd]
+        env = {**os.environ, "EDGEASR_SERVER_TOKEN": self.token}
+        self.proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).resolve().parents[2])
+        self._wait_ready(timeout=900)  # first use of a recipe quantizes it
+
+    def _wait_ready(self, timeout: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError("server did not come up")
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/stream"
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def metrics(self) -> dict:
+        import httpx
+
+        return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10,
+                         headers={"Authorization": f"Bearer {self.token}"}).json()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+# -- clients ----------------------------------------------------------------------------------------
+
+@dataclass
+class ClientResult:
+    latencies_ms: list[float] = field(default_factory=list)
+    finals: int = 0
+    dropped_seconds: float = 0.0
+    late_seconds: float = 0.0
+    error: str | None = None
+
+
+async def _client(url: str, token: str, audio: np.ndarray, seconds: float, delay: float, partials: bool,
+                  chunk_ms: int = 100) -> ClientResult:
+    """Replay `seconds` of looped audio at real-time speed; time each final from the frame holding speech end."""
+    from websockets.asyncio.client import connect
+
+    await asyncio.sleep(delay)
+    result, step = ClientResult(), SAMPLE_RATE * chunk_ms // 1000
+    total = int(seconds * SAMPLE_RATE)
+    sent_at: list[tuple[int, float]] = []
+    async with connect(url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=60,
+                       max_size=2**24) as ws:
+        await ws.send(json.dumps({"sample_rate": SAMPLE_RATE, "encoding": "pcm16", "partials": partials}))
+
+        async def send() -> None:
+            start = time.perf_counter()
+            for pos in range(0, total, step):
+                await asyncio.sleep(max(0.0, start + pos / SAMPLE_RATE - time.perf_counter()))
+                idx = np.arange(pos, min(pos + step, total)) % audio.size
+                await ws.send((np.clip(audio[idx], -1, 1) * 32767).astype("<i2").tobytes())
+                sent_at.append((min(pos + step, total), time.perf_counter()))
+            await ws.send(json.dumps({"type": "end"}))
+
+        sender = asyncio.create_task(send())
+        deadline = time.monotonic() + seconds + 120
+        while time.monotonic() < deadline:
+            event = json.loads(await asyncio.wait_for(ws.recv(), max(1.0, deadline - time.monotonic())))
+            kind = event["type"]
+            if kind == "LineCompleted":
+                now, speech_end = time.perf_counter(), int((event["end"] - PAD_S) * SAMPLE_RATE)
+                sent = next((t for end, t in sent_at if end >= speech_end), None)
+                # A final forced by the end of the stream ends where the audio ends, not where speech did.
+                if sent is not None and event["end"] < total / SAMPLE_RATE - 0.05:
+                    result.latencies_ms.append(1000 * (now - sent))
+                result.finals += 1
+            elif kind == "error":
+                result.error = event["code"]
+                break
+            elif kind == "summary":
+                result.dropped_seconds, result.late_seconds = event["dropped_seconds"], event["late_seconds"]
+                break
+        sender.cancel()
+    return result
+
+
+async def _run_clients(url: str, token: str, audio: np.ndarray, n: int, seconds: float,
+                       partials: bool) -> list[ClientResult]:
+    # Staggered starts over 2 s: real users do not all stop talking in the same 30 ms frame.
+    tasks = [_client(url, token, audio, seconds, 2.0 * i / n, partials) for i in range(n)]
+    return list(await asyncio.gather(*tasks))
+
+
+def _step_summary(n: int, results: list[ClientResult], budget_ms: float, rss_mb: float) -> dict:
+    latencies = [x for r in results for x in r.latencies_ms]
+    p = (lambda q: round(float(np.percentile(latencies, q)), 1)) if latencies else (lambda q: None)
+    dropped = round(sum(r.dropped_seconds for r in results), 2)
+    errors = [r.error for r in results if r.error]
+    p95 = p(95)
+    return {"clients": n, "finals": sum(r.finals for r in results), "p50_ms": p(50), "p95_ms": p95,
+            "max_ms": round(max(latencies), 1) if latencies else None, "dropped_seconds": dropped,
+            "late_seconds": round(sum(r.late_seconds for r in results), 2), "errors": errors,
+            "server_rss_mb": round(rss_mb, 1),
+            "pass": not errors and dropped == 0 and p95 is not None and p95 < budget_ms}
+
+
+def ladder(target: str, audio: np.ndarray, options: ServerBenchOptions) -> dict:
+    server = ServerProcess(target, max(options.clients) + 1, options.cores)
+    steps = []
+    try:
+        asyncio.run(_run_clients(server.url, server.token, audio, 1, 4.0, options.partials))  # warm-up
+        for n in options.clients:
+            results = asyncio.run(_run_clients(server.url, server.token, audio, n, options.stream_seconds,
+                                               options.partials))
+            steps.append(_step_summary(n, results, options.latency_budget_ms, server.rss_mb()))
+            log.info("%s N=%d: %s", target, n, steps[-1])
+            if not steps[-1]["pass"]:
+                break
+        metrics = server.metrics()
+    finally:
+        server.stop()
+    passing = [s["clients"] for s in steps if s["pass"]]
+    return {"target": target, "max_clients": max(passing) if passing else 0, "steps": steps,
+            "server_metrics": {k: metrics[k] for k in ("final_latency_ms", "decode_ms", "queue_ms", "dropped_seconds")}}
+
+
+def soak(target: str, n: int, audio: np.ndarray, options: ServerBenchOptions) -> dict:
+    server = ServerProcess(target, n + 1, options.cores)
+    samples: list[tuple[float, float]] = []
+    seconds = options.soak_minutes * 60
+
+    async def sample_rss(start: float) -> None:
+        while time.perf_counter() - start < seconds + 5:
+            samples.append((round(time.perf_counter() - start, 1), round(server.rss_mb(), 1)))
+            await asyncio.sleep(10)
+
+    async def main() -> list[ClientResult]:
+        start = time.perf_counter()
+        sampler = asyncio.create_task(sample_rss(start))
+        results = await _run_clients(server.url, server.token, audio, n, seconds, options.partials)
+        sampler.cancel()
+        return results
+
+    try:
+        results = asyncio.run(main())
+        samples.append((round(seconds, 1), round(server.rss_mb(), 1)))
+    finally:
+        server.stop()
+    # Growth is measured from the first minute on: the first connections fill allocator pools and caches.
+    base = next((rss for t, rss in samples if t >= 60), samples[0][1])
+    step = _step_summary(n, results, options.latency_budget_ms, samples[-1][1])
+    return {"target": target, "clients": n, "minutes": options.soak_minutes, "rss_mb": samples,
+            "rss_growth_pct": round(100 * (samples[-1][1] - base) / base, 2), **{k: step[k] for k in
+            ("finals", "p50_ms", "p95_ms", "max_ms", "dropped_seconds", "errors")}}
+
+
+def run(options: ServerBenchOptions) -> dict:
+    audio = _speech()
+    report = {"options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+              "host": {"cpu_count": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
+              "ladders": [ladder(t, audio, options) for t in options.targets]}
+    best = {r["target"]: r["max_clients"] for r in report["ladders"]}
+    if options.soak_minutes > 0:
+        n = max(1, best.get(options.soak_target, max(best.values(), default=1)))
+        report["soak"] = soak(options.soak_target, n, audio, options)
+    report["host"]["load_avg_at_end"] = os.getloadavg()
+    return report
+
+
+def write(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "server_bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    opts, host = report["options"], report["host"]
+    lines = ["# Streaming server capacity", "",
+             f"Server pinned to {opts['cores']} cores (`taskset`), clients replaying real speech at real-time speed "
+             f"on loopback, {opts['stream_seconds']} s per client per step, partials {'on' if opts['partials'] else 'off'}. "
+             f"Pass: no dropped audio and p95 end-of-speech → final < {opts['latency_budget_ms']:.0f} ms "
+             "(measured on the client, from sending the frame holding the end of speech).",
+             f"Host load average {host['load_avg_at_start'][0]:.1f} at start, {host['load_avg_at_end'][0]:.1f} at end "
+             f"({host['cpu_count']} CPUs, shared with other jobs).", "",
+             "| model | clients | finals | p50 ms | p95 ms | max ms | dropped s | late s | server RSS MB | pass |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for ladder_ in report["ladders"]:
+        for s in ladder_["steps"]:
+            lines.append(f"| {ladder_['target']} | {s['clients']} | {s['finals']} | {s['p50_ms']} | {s['p95_ms']} | "
+                         f"{s['max_ms']} | {s['dropped_seconds']} | {s['late_seconds']} | {s['server_rss_mb']} | "
+                         f"{'yes' if s['pass'] else 'no'} |")
+    lines += ["", "Largest passing N: " + ", ".join(f"{r['target']} **{r['max_clients']}**" for r in report["ladders"])]
+    if "soak" in report:
+        s = report["soak"]
+        lines += ["", f"## Soak: {s['target']}, {s['clients']} clients, {s['minutes']} min", "",
+                  f"RSS {s['rss_mb'][0][1]} → {s['rss_mb'][-1][1]} MB; growth after the first minute "
+                  f"**{s['rss_growth_pct']} %**; finals {s['finals']}, p95 {s['p95_ms']} ms, "
+                  f"dropped {s['dropped_seconds']} s, errors {s['errors'] or 'none'}."]
+    (out / "server_bench.md").write_text("\n".join(lines) + "\n")
+
+
+def cli(argv: list[str] | None = None) -> int:
+    d = ServerBenchOptions()
+    p = argparse.ArgumentParser(prog="edgeasr bench server", description=__doc__.splitlines()[0])
+    p.add_argument("--target", dest="targets", action="append", help=f"model or MODEL:METHOD:BITS (default {d.targets})")
+    p.add_argument("--clients", type=lambda s: tuple(int(x) for x in s.split(",")), default=d.clients)
+    p.add_argument("--cores", type=int, default=d.cores)
+    p.add_argument("--stream-seconds", type=float, default=d.stream_seconds)
+    p.add_argument("--latency-budget-ms", type=float, default=d.latency_budget_ms)
+    p.add_argument("--no-partials", dest="partials", action="store_false")
+    p.add_argument("--soak-minutes", type=float, default=d.soak_minutes)
+    p.add_argument("--soak-target", default=d.soak_target)
+    p.add_argument("--out", type=Path, default=d.out)
+    args = p.parse_args(argv)
+    options = ServerBenchOptions(tuple(args.targets or d.targets), args.clients, args.cores, args.stream_seconds,
+                                 args.latency_budget_ms, args.partials, args.soak_minutes, args.soak_target, args.out)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    report = run(options)
+    write(report, options.out)
+    print((options.out / "server_bench.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

@@ -45,6 +45,19 @@ def test_tiny_known_layers_counted_by_hand():
     assert cost.by_kind["linear"].activation_bytes == 50 * 16 + 50 * 32 * 2 + 4 * (16 * 2 + 32 * 2)
 
 
+def test_attention_products_counted_by_hand():
+    # No front end: 1 s at 100 frames/s gives 100 encoder positions; 4 decoder tokens.
+    dims = ModelDims("moonshine", 2, 2, 100.0, None)
+    layers = [LayerInfo(f"model.{name}.q_proj", "linear", 16, 16, weight_bytes=512)
+              for name in ("encoder.layers.0.self_attn", "decoder.layers.0.self_attn", "decoder.layers.0.encoder_attn")]
+    attention = estimate_cost_from_layers(layers, dims, 1.0, 4).by_kind["attention"]
+    encoder = 2 * 100 * 100 * 16          # Q·Kᵀ and P·V over 100 × 100 positions, width 16
+    self_attn = 2 * (1 + 2 + 3 + 4) * 16  # position p reads p + 1 cached keys
+    cross = 2 * 4 * 100 * 16              # every token attends to the 100 encoder positions
+    assert attention.macs == encoder + self_attn + cross
+    assert attention.bops == 256 * attention.macs and attention.weight_read_bytes == 0
+
+
 @pytest.mark.parametrize("model", ["moonshine-tiny", "whisper-tiny.en"])
 def test_encoder_macs_match_flop_counter(model):
     backend = fp_backend(model)

@@ -21,15 +21,10 @@ Layer names follow the transformers module names, which is how the walk knows wh
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
-from edgeasr.metrics.layers import LayerInfo, ModelDims, describe_layers, model_dims
-
-FP_BITS = 16
-"""Width an unquantized weight or activation counts as (BOPs and memory I/O)."""
-Part = Literal["encoder", "decoder"]
+from edgeasr.metrics.layers import FP_BITS, LayerInfo, ModelDims, describe_layers, model_dims
 
 __all__ = ["CostReport", "LayerInfo", "ModelDims", "ModelSize", "PartCost", "describe_layers",
            "estimate_cost", "estimate_cost_from_layers", "model_dims", "model_size"]
@@ -188,14 +183,15 @@ def _matmul_layer(cost: PartCost, kind_cost: PartCost, layer: LayerInfo, rows: f
         target.add(rows * fp_macs, FP_BITS, FP_BITS, 0, 0)
 
 
-def _attention(cost: PartCost, kind_cost: PartCost, width: int, heads: int, queries: float, keys: float) -> None:
-    """Q·Kᵀ and P·V for `queries` rows over `keys` cached rows (activation × activation, all 16-bit)."""
+def _attention(cost: PartCost, kind_cost: PartCost, width: int, heads: int, queries: float, keys: float,
+               repeat: float) -> None:
+    """`repeat` × (Q·Kᵀ and P·V of `queries` rows over `keys` rows), activation × activation, all 16-bit."""
     macs = 2 * queries * keys * width
     scores = queries * keys * heads
-    # Read Q, K, V; write and read back the scores; write the output.
+    # Read Q, K and V; write the scores and read them back; write the output.
     activation = _act_bytes(queries * width * 2 + keys * width * 2 + scores * 2, FP_BITS)
     for target in (cost, kind_cost):
-        target.add(macs, FP_BITS, FP_BITS, 0, activation)
+        target.add(repeat * macs, FP_BITS, FP_BITS, 0, repeat * activation)
 
 
 def _is_cross_kv(name: str) -> bool:
@@ -207,8 +203,8 @@ def estimate_cost_from_layers(layers: list[LayerInfo], dims: ModelDims, audio_se
     """Cost of one utterance of `audio_seconds` decoded into `n_tokens` positions, from a layer list."""
     windows = max(1, math.ceil(audio_seconds / dims.window_seconds)) if dims.window_seconds else 1
     t_enc = encoder_positions(layers, dims, audio_seconds)
-    # Self-attention at position p attends to p + 1 keys: Σ (p + 1) over the n decoded positions.
-    self_keys = n_tokens * (n_tokens + 1) / 2
+    # Decoder self-attention at position p reads p + 1 cached keys: (n + 1) / 2 on average over n steps.
+    mean_self_keys = (n_tokens + 1) / 2
     parts = {"encoder": PartCost(), "decoder": PartCost()}
     kinds: dict[str, PartCost] = {}
     length = round((dims.window_seconds or audio_seconds) * dims.input_rate)
@@ -237,11 +233,11 @@ def estimate_cost_from_layers(layers: list[LayerInfo], dims: ModelDims, audio_se
         if layer.kind == "linear" and layer.name.endswith("q_proj"):
             attn = kinds.setdefault("attention", PartCost())
             if layer.part == "encoder":
-                _attention(cost, attn, layer.out_features, dims.encoder_heads, windows * t_enc, t_enc)
-            elif "encoder_attn." in layer.name:
-                _attention(cost, attn, layer.out_features, dims.decoder_heads, n_tokens, t_enc)
+                _attention(cost, attn, layer.out_features, dims.encoder_heads, t_enc, t_enc, windows)
+            elif "encoder_attn." in layer.name:  # every step reads the cached cross-attention K/V again
+                _attention(cost, attn, layer.out_features, dims.decoder_heads, 1, t_enc, n_tokens)
             else:
-                _attention(cost, attn, layer.out_features, dims.decoder_heads, 1, self_keys)
+                _attention(cost, attn, layer.out_features, dims.decoder_heads, 1, mean_self_keys, n_tokens)
     return CostReport(audio_seconds, n_tokens, t_enc, windows, parts["encoder"], parts["decoder"], kinds,
                       size or size_from_layers(layers))
 

@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 LayerKind = Literal["linear", "conv1d", "embedding", "param"]
-FP_BYTES = 2
-"""Bytes an unquantized weight element counts as (the FP16 deployment convention of the cost model)."""
+FP_BITS = 16
+"""Width an unquantized weight or activation counts as (the FP16 deployment convention of the cost model)."""
+FP_BYTES = FP_BITS // 8
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,125 @@
+"""Sweep results → the study's tables (markdown) and plots (PNG).
+
+Tables follow the study's layout: one block per model and set, rows are methods, columns bit settings;
+WER first, then memory I/O and BOPs of the fixed reference utterance as companion tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeasr.bench.cell import REFERENCE_UTTERANCE
+from edgeasr.bench.sweep import read_rows
+from edgeasr.errors import EdgeASRError
+
+BITS_ORDER = ("w8a16", "w6a16", "w5a16", "w4a16", "w3a16", "w2a16", "w8a8", "w4a8", "w8a6", "w4a6", "w8a4", "w4a4")
+
+
+@dataclass
+class ReportFiles:
+    """What `write_report` wrote."""
+
+    markdown: Path
+    """The tables."""
+    plots: list[Path]
+    """The PNG files."""
+
+
+def latest_rows(rows: list[dict]) -> list[dict]:
+    """One row per cell: the last one written (a retried cell supersedes its failed run)."""
+    by_key = {r["key"]: r for r in rows}
+    return list(by_key.values())
+
+
+def _bits_columns(rows: list[dict]) -> list[str]:
+    present = {r["bits"] for r in rows if r["bits"] != "fp"}
+    rank = {b: i for i, b in enumerate(BITS_ORDER)}
+    return sorted(present, key=lambda b: (rank.get(b, len(rank)), b))
+
+
+def _methods(rows: list[dict]) -> list[str]:
+    seen = []
+    for row in rows:
+        if row["method"] != "fp" and row["method"] not in seen:
+            seen.append(row["method"])
+    return seen
+
+
+def _cell_text(row: dict | None, value: Callable[[dict], str]) -> str:
+    if row is None:
+        return ""
+    if row.get("status") == "refused":
+        return "refused"
+    if row.get("status") != "ok":
+        return "failed"
+    return value(row)
+
+
+def _table(rows: list[dict], title: str, value: Callable[[dict], str]) -> list[str]:
+    columns = _bits_columns(rows)
+    index = {(r["method"], r["bits"]): r for r in rows}
+    lines = [f"**{title}**", "", "| method | " + " | ".join(c.upper() for c in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for method in _methods(rows):
+        cells = [_cell_text(index.get((method, c)), value) for c in columns]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f}"
+
+
+def model_section(model: str, dataset: str, rows: list[dict]) -> list[str]:
+    """The tables of one model on one set."""
+    fp = next((r for r in rows if r["method"] == "fp" and r.get("status") == "ok"), None)
+    ok = [r for r in rows if r.get("status") == "ok"]
+    lines = [f"### {model} on {dataset}", ""]
+    if ok:
+        sample = ok[0]
+        lines.append(f"{sample['utterances']} utterances, {sample['reference_words']} reference words.")
+    if fp:
+        lines.append(f"FP baseline: WER {fp['wer']:.2f} %, weights {_mb(fp['weight_bytes'])} MB (fp16), "
+                     f"memory I/O {_mb(fp['ref_memory_io_bytes'])} MB, {fp['ref_bops'] / 1e9:.0f} GBOP, "
+                     f"RTFx {fp['rtfx']:.1f}.")
+    lines.append("")
+    lines += _table(rows, "WER (%)", lambda r: f"{r['wer']:.2f}")
+    lines += _table(rows, "Memory I/O (MB per reference utterance)", lambda r: _mb(r["ref_memory_io_bytes"]))
+    lines += _table(rows, "BOPs (G per reference utterance)", lambda r: f"{r['ref_bops'] / 1e9:.0f}")
+    lines += _table(rows, "Weights (MB stored)", lambda r: _mb(r["weight_bytes"]))
+    return lines
+
+
+def markdown(rows: list[dict]) -> str:
+    seconds, tokens = REFERENCE_UTTERANCE
+    lines = ["# Quantization sweep", "",
+             f"WER: Whisper English normalizer, corpus level. Memory I/O and BOPs are for a reference utterance "
+             f"of {seconds:g} s decoded into {tokens} tokens (the same for every cell, so a model that babbles "
+             "is not charged for it): BOPs = Σ MACs × b_w × b_a with unquantized operands at 16 bits; memory "
+             "I/O = weights at their stored width (scales, zeros, outliers included; encoder once, decoder per "
+             "token) + activations read and written by the matmuls and convolutions. \"refused\": the method "
+             "does not apply to that setting.", ""]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["dataset"]), []).append(row)
+    for (model, dataset), group in groups.items():
+        lines += model_section(model, dataset, group)
+    failed = [r for r in rows if r.get("status") == "failed"]
+    if failed:
+        lines += ["### Failed cells", ""] + [f"- {r['cell']}: {r.get('error', '')[:300]}" for r in failed] + [""]
+    return "\n".join(lines)
+
+
+def write_report(results: Path, out_dir: Path) -> ReportFiles:
+    """Write `report.md` and the plots for `results` into `out_dir`."""
+    from edgeasr.bench.plots import write_plots
+
+    rows = latest_rows(read_rows(results))
+    if not rows:
+        raise EdgeASRError(f"{results} has no result rows: run `edgeasr sweep` first")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "report.md"
+    path.write_text(markdown(rows))
+    return ReportFiles(path, write_plots(rows, out_dir))

@@ -1,0 +1,72 @@
+"""The sweep end to end on Ray (local): rows, resume, a failing cell, and the report's table and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeasr.bench.grid import Grid
+from edgeasr.bench.report import write_report
+from edgeasr.bench.sweep import read_rows, run_sweep
+from edgeasr.data import build_dataset
+from edgeasr.quant.methods import available_methods
+
+SECOND_METHOD = next((m for m in ("hqq", "gptq", "awq") if m in available_methods()), None)
+
+
+@pytest.fixture(scope="module")
+def grid_file(tmp_path_factory) -> Path:
+    build_dataset("asterisk-en")
+    methods = ["fp", "rtn"] + ([SECOND_METHOD] if SECOND_METHOD else []) + ["no-such-method"]
+    path = tmp_path_factory.mktemp("grid") / "tiny.toml"
+    path.write_text(f"""
+models = ["moonshine-tiny"]
+methods = {methods!r}
+bits = ["w8a16", "w4a16"]
+sets = ["asterisk-en"]
+limit = 3
+[calibration]
+n_clips = 4
+max_decoder_tokens = 32
+""".replace("'", '"'))
+    return path
+
+
+def test_sweep_runs_resumes_records_failures_and_reports(grid_file, tmp_path):
+    grid = Grid.from_toml(grid_file)
+    results = tmp_path / "results.jsonl"
+    summary = run_sweep(grid, results, num_cpus=2, progress=False)
+    rows = read_rows(results)
+    assert summary.ran == len(rows) == len(grid.cells()) == 1 + 2 * (len(grid.methods) - 1)
+    ok = [r for r in rows if r["status"] == "ok"]
+    failed = [r for r in rows if r["status"] != "ok"]
+    assert {r["method"] for r in failed} == {"no-such-method"} and summary.failed == 2
+    assert all("unknown method" in r["error"] for r in failed)
+    for row in ok:
+        assert row["utterances"] == 3 and 0 <= row["wer"] < 50 and row["rtfx"] > 0
+        assert row["ref_bops"] > 0 and row["ref_memory_io_bytes"] > 0 and row["versions"]["torch"]
+    by_bits = {r["bits"]: r for r in ok if r["method"] == "rtn"}
+    fp = next(r for r in ok if r["method"] == "fp")
+    assert fp["weight_bytes"] > by_bits["w8a16"]["weight_bytes"] > by_bits["w4a16"]["weight_bytes"]
+    assert fp["ref_bops"] > by_bits["w8a16"]["ref_bops"] > by_bits["w4a16"]["ref_bops"]
+
+    again = run_sweep(grid, results, num_cpus=2, progress=False)
+    assert again.ran == 0 and again.skipped == len(rows) and len(read_rows(results)) == len(rows)
+
+    files = write_report(results, tmp_path / "report")
+    text = files.markdown.read_text()
+    assert "### moonshine-tiny on asterisk-en" in text and "| rtn |" in text and "W4A16" in text
+    assert "failed" in text
+    assert len(files.plots) == 3
+    for plot in files.plots:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+
+
+def test_grid_rejects_bad_bit_settings(tmp_path):
+    from edgeasr.bench.grid import GridError
+
+    path = tmp_path / "bad.toml"
+    path.write_text('models = ["moonshine-tiny"]\nmethods = ["rtn"]\nbits = ["4bit"]\n')
+    with pytest.raises(GridError, match="w4a16"):
+        Grid.from_toml(path).cells()

@@ -93,6 +93,11 @@ def warm_up(keys: list[EngineKey]) -> None:
             log.warning("warm-up of %s failed; it will load on first use", key.label, exc_info=True)
 
 
+def bits_picker_props(method: str) -> dict:
+    """The bit picker only means something for a quantization method: grey it out (and say so) for FP."""
+    return {"interactive": method != FP, "label": "Weight bits" if method != FP else "Weight bits (unused by fp)"}
+
+
 def model_choices(default: str) -> list[str]:
     """Zoo models that can be rebuilt offline or are already cached, default first."""
     from edgeasr.zoo.catalog import CATALOG

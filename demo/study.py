@@ -16,7 +16,7 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 COLUMNS = ("model", "method", "w_bits", "a_bits", "group_size", "dataset", "wer", "memory_io_bytes", "bops",
-           "weight_bytes", "rtfx", "error")
+           "weight_bytes", "rtfx", "status", "error")
 """Columns the tab shows and plots, in this order, when the results have them."""
 
 
@@ -69,8 +69,10 @@ def _tidy(raw: pd.DataFrame) -> pd.DataFrame:
         # Rows store WER either as a fraction or already in percent.
         table["wer"] = (wer * 100 if wer.max(skipna=True) <= 1.5 else wer).round(2)
         table = table.rename(columns={"wer": "wer_percent"})
-    if "memory_io_bytes" in table:
-        table["memory_io_mb"] = (pd.to_numeric(table.pop("memory_io_bytes"), errors="coerce") / 1e6).round(1)
+    for column, unit, scale in (("memory_io_bytes", "memory_io_mb", 1e6), ("weight_bytes", "weight_mb", 1e6),
+                                ("bops", "gbops", 1e9)):
+        if column in table:
+            table[unit] = (pd.to_numeric(table.pop(column), errors="coerce") / scale).round(1)
     return table
 
 
@@ -80,7 +82,11 @@ def load_results(root: Path) -> StudyResults:
         return results
     rows = [row for path in sorted(root.rglob("*.jsonl")) for row in _read_rows(path)]
     if rows:
-        results.table = _tidy(pd.json_normalize(rows))
+        raw = pd.json_normalize(rows)
+        if "key" in raw:
+            # A resumed or re-run sweep appends a cell again: the newest row of each cell wins.
+            raw = raw.drop_duplicates(subset="key", keep="last")
+        results.table = _tidy(raw).reset_index(drop=True)
     results.plots = sorted(root.rglob("*.png"))
     results.reports = sorted(p for p in root.rglob("*.md") if p.stat().st_size)
     return results

@@ -11,7 +11,7 @@ from edgeasr.metrics.wer import normalize, utterance_wer
 from edgeasr.stream import SessionOptions
 
 from demo.diff import COLOR_MAP, word_diff
-from demo.engines import BIT_CHOICES, FP, EngineKey, get_engine, method_choices, model_choices
+from demo.engines import BIT_CHOICES, FP, EngineKey, bits_picker_props, get_engine, method_choices, model_choices
 from demo.feedback import user_errors
 from demo.readouts import comparison_table, readout
 from demo.samples import sample_clips
@@ -82,9 +82,9 @@ def _side(name: str, default_model: str, method: str, bits: int) -> list[gr.comp
         with gr.Row():
             model = gr.Dropdown(model_choices(default_model), value=default_model, label="Model")
             method_box = gr.Dropdown(method_choices(), value=method, label="Method")
-        bits_box = gr.Radio(list(BIT_CHOICES), value=bits, label="Weight bits", interactive=method != FP,
-                            elem_id=f"bits-{name[0].lower()}")
-        method_box.change(lambda m: gr.update(interactive=m != FP), method_box, bits_box)
+        bits_box = gr.Radio(list(BIT_CHOICES), value=bits, elem_id=f"bits-{name[0].lower()}",
+                            **bits_picker_props(method))
+        method_box.change(lambda m: gr.update(**bits_picker_props(m)), method_box, bits_box)
     return [model, method_box, bits_box]
 
 

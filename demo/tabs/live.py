@@ -9,7 +9,7 @@ import numpy as np
 
 from edgeasr.audio import SAMPLE_RATE, prepare_audio
 
-from demo.engines import BIT_CHOICES, FP, EngineKey, get_engine, method_choices, model_choices
+from demo.engines import BIT_CHOICES, FP, EngineKey, bits_picker_props, get_engine, method_choices, model_choices
 from demo.feedback import user_errors
 from demo.readouts import readout, single_table
 from demo.samples import sample_clips
@@ -96,7 +96,7 @@ def build(default_model: str) -> None:
     with gr.Row():
         model = gr.Dropdown(model_choices(default_model), value=default_model, label="Model")
         method = gr.Dropdown(method_choices(), value=FP, label="Method (fp = unquantized)")
-        bits = gr.Radio(list(BIT_CHOICES), value=4, label="Weight bits", interactive=False)
+        bits = gr.Radio(list(BIT_CHOICES), value=4, **bits_picker_props(FP))
     status = gr.Markdown(f"Engine: **{EngineKey.of(default_model, FP, 16).label}** (loads on first use).",
                          elem_id="live-status")
     state = gr.State(None)
@@ -114,7 +114,7 @@ def build(default_model: str) -> None:
 
     pickers = [model, method, bits]
     outputs = [state, transcript, readouts]
-    method.change(lambda m: gr.update(interactive=m != FP), method, bits)
+    method.change(lambda m: gr.update(**bits_picker_props(m)), method, bits)
     for picker in pickers:
         picker.change(prepare, pickers, status)
     mic.stream(live_chunk, [mic, state, *pickers], outputs, stream_every=0.5, time_limit=600,

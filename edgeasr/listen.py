@@ -127,8 +127,10 @@ def _listen_server(args: argparse.Namespace, chunks: Iterable, printer: Printer)
     from edgeasr.client import stream
 
     # The source paces itself (microphone, or --file at real-time speed): the client sends as it yields.
+    # --fast sends faster than real time: ask the server to block (TCP backpressure) instead of dropping audio.
+    overflow = "block" if args.file and not args.realtime else "drop"
     events = stream(args.server, chunks, 16000, partials=not args.no_partials, realtime=False,
-                    **_server_target(args))
+                    overflow=overflow, **_server_target(args))
     try:
         for event in events:
             if event.get("type", "").startswith("Line"):

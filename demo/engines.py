@@ -51,10 +51,6 @@ _key_locks: dict[EngineKey, threading.Lock] = {}
 _table_lock = threading.Lock()
 
 
-def is_loaded(key: EngineKey) -> bool:
-    return key in _engines
-
-
 def get_engine(key: EngineKey, progress: Progress | None = None) -> Engine:
     """The cached engine for `key`, loading (and quantizing) it on first use.
 

@@ -39,8 +39,9 @@ class Transcriber:
     finals: list[LineCompleted] = field(default_factory=list)
     partial: str = ""
     notes: list[str] = field(default_factory=list)
-    """Lines shown between finals (e.g. a recipe switch), kept in transcript order."""
+    """Lines shown between finals (e.g. a recipe switch)."""
     order: list[tuple[str, int]] = field(default_factory=list)
+    """("final" | "note", index) in transcript order, so notes stay where they happened."""
 
     @classmethod
     def start(cls, key: EngineKey, engine: Engine, options: SessionOptions | None = None) -> "Transcriber":

@@ -24,7 +24,7 @@ AB_OPTIONS = SessionOptions(partials=False)
 Outputs = tuple[str, list, str, list, str]
 
 
-def pick_sample(sample_id: str) -> tuple[str | None, str]:
+def pick_sample(sample_id: str) -> tuple[object, object]:
     """Selecting a sample loads its audio into the player and its text into the reference box."""
     clip = sample_clips().get(sample_id)
     if clip is None:

@@ -1,0 +1,68 @@
+"""The bundle card (README.md): what is packed how, what the runtime approximates, what it costs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def card_notes(data: dict) -> list[str]:
+    """Statements a user of the bundle must know; also used by `edgeasr export` to print them."""
+    weights, recipe = data["weights"], data["recipe"] or {}
+    layers = weights["layers"].values()
+    notes = []
+    if any(l["bits"] != l["storage_bits"] for l in layers):
+        widths = sorted({(l["bits"], l["storage_bits"]) for l in layers if l["bits"] != l["storage_bits"]})
+        notes.append("codes of " + ", ".join(f"{b} bits are stored in {s}-bit containers" for b, s in widths)
+                     + " (MatMulNBits packs 2, 4 or 8): values and zero points are the method's own, the size is "
+                     "that of the container")
+    level = weights["accuracy_level"]
+    if level == 4:
+        notes.append("MatMulNBits runs with accuracy_level=4: activations are quantized to int8 per block on the "
+                     "fly, also for weight-only recipes")
+    a_bits = recipe.get("a_bits", 16)
+    if a_bits < 8:
+        notes.append(f"the recipe quantizes activations to {a_bits} bits, but ONNX Runtime has no A{a_bits} kernel: "
+                     "this bundle computes with int8 activations, so its accuracy is NOT the fake-quant model's")
+    extras = Counter(e for l in layers for e in l["extras"])
+    carried = {"in_scale": "Div by the per-channel scale", "in_shift": "Sub of the per-channel shift",
+               "hadamard": "MatMul by the constant Hadamard matrix", "outlier_idx": "FP MatMul on the gathered "
+               "outlier channels", "sparse_idx": "a dense FP32 delta MatMul (K×N×4 bytes per layer: the sparse "
+               "format has no ONNX Runtime op)"}
+    for extra, count in sorted(extras.items()):
+        notes.append(f"{count} layers carry {extra}: exported as {carried[extra]}")
+    head, block = weights["head_bits"], weights["head_block_size"]
+    kind = "FP32" if head == 16 else f"{head}-bit (min/max, blocks of {block})"
+    notes.append(f"the tied token table / output head is {kind}; the lookup reads the head's own storage "
+                 "(one copy on disk)")
+    return notes
+
+
+def write_card(path: Path, data: dict) -> None:
+    sizes, recipe = data["sizes"], data["recipe"]
+    bits = Counter(l["bits"] for l in data["weights"]["layers"].values())
+    lines = [
+        f"# {data['label']}", "",
+        f"edgeasr bundle ({data['format']}) of a {data['family']} model for ONNX Runtime; run it with "
+        "`edgeasr-listen --bundle DIR` or `edgeasr transcribe --bundle DIR` (numpy + onnxruntime + tokenizers only).",
+        "",
+        "## Recipe", "",
+        "FP model (no quantized layers)" if recipe is None else
+        f"method {recipe['method']}, W{recipe['w_bits']} A{recipe['a_bits']}, group {recipe['group_size'] or 'per channel'}"
+        f", {'symmetric' if recipe['symmetric'] else 'asymmetric'}; model {recipe['model']}",
+        f"quantized linear layers: {sum(bits.values())} ({', '.join(f'{n} at {b} bits' for b, n in sorted(bits.items()))})",
+        "",
+        "## Sizes", "",
+        f"- weights in the graphs: {_mb(sizes['weight_bytes'])} ({sizes['ratio_to_fp32']:.3f}× the FP32 model's "
+        f"{_mb(sizes['fp32_weight_bytes'])})",
+        f"- token table / head: {_mb(sizes['head_bytes'])}",
+        "",
+        "## Notes", "",
+        *[f"- {n}" for n in card_notes(data)],
+        "",
+    ]
+    path.write_text("\n".join(lines))

@@ -1,0 +1,101 @@
+"""A method's integer codes laid out as ONNX Runtime's `MatMulNBits` reads them, unchanged.
+
+MatMulNBits takes B as [N, n_blocks, block_size·bits/8] bytes (element 2i in the low bits), scales as
+[N·n_blocks] and zero points packed the same way along each row. A QuantLinear already stores
+unsigned codes with one integer zero point per (row, group), so packing is only a re-layout:
+3-bit codes sit in 4-bit containers (same values, same zero points), per-channel / per-tensor grids
+become one block as wide as the next power of two ≥ K, and a ragged last group is zero-padded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from edgeasr.errors import QuantizationError
+from edgeasr.quant.spec import QuantSpec, pack_codes, storage_bits, weight_qparams, quantize_weight
+
+
+@dataclass
+class PackedWeight:
+    """One weight matrix in MatMulNBits form."""
+
+    code_bits: int
+    """Bits of the method's grid (3 is stored in 4-bit containers)."""
+    bits: int
+    """Container width the kernel reads: 2, 4 or 8."""
+    block_size: int
+    k: int
+    n: int
+    data: np.ndarray
+    """uint8 [N, n_blocks, block_size·bits/8]."""
+    scales: np.ndarray
+    """float32 [N, n_blocks] (flattened in the graph)."""
+    zero_points: np.ndarray
+    """uint8 [N, n_blocks] unpacked; `packed_zero_points` gives the kernel's layout."""
+
+    @property
+    def n_blocks(self) -> int:
+        return self.scales.shape[1]
+
+    def packed_zero_points(self) -> np.ndarray:
+        return _pack_rows(self.zero_points, self.bits)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the kernel holds: packed codes, fp32 scales, packed zero points."""
+        return self.data.nbytes + self.scales.nbytes + self.packed_zero_points().nbytes
+
+
+def _pack_rows(values: np.ndarray, bits: int) -> np.ndarray:
+    """Pack each row of small integers `bits` wide (padding the row to whole bytes)."""
+    per_byte = 8 // bits
+    pad = -values.shape[1] % per_byte
+    padded = np.pad(values, ((0, 0), (0, pad)))
+    return pack_codes(torch.from_numpy(padded), bits).numpy()
+
+
+def block_size_for(group_width: int, k: int) -> int:
+    """The kernel's block: the group itself, or for a whole-row group the next power of two ≥ K."""
+    if group_width < k:
+        return group_width
+    return max(16, 1 << (k - 1).bit_length())
+
+
+def pack_quantized(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, spec: QuantSpec) -> PackedWeight:
+    """Lay out QuantLinear codes [N, K], scales and zeros [N, groups] for MatMulNBits, values unchanged."""
+    n, k = codes.shape
+    bits = storage_bits(spec.bits)
+    block = block_size_for(spec.group_width(k), k)
+    n_blocks = -(-k // block)
+    if scale.shape != (n, n_blocks):
+        raise QuantizationError(f"scales {tuple(scale.shape)} do not match {n_blocks} blocks of {block} over K={k}")
+    padded = torch.nn.functional.pad(codes, (0, n_blocks * block - k))
+    data = pack_codes(padded, bits).numpy().reshape(n, n_blocks, block * bits // 8)
+    return PackedWeight(spec.bits, bits, block, k, n, data, scale.float().numpy().astype(np.float32),
+                        zero.to(torch.uint8).numpy())
+
+
+def pack_table(table: torch.Tensor, bits: int, group_size: int) -> PackedWeight:
+    """Quantize the tied token table [vocab, d] (min/max per group) for the head and the lookup.
+
+    The block must divide d so that the lookup's rows are whole blocks: the largest power of two
+    dividing d, capped at `group_size`.
+    """
+    d = table.shape[1]
+    block = min(group_size, d & -d)
+    if block < 16:
+        raise QuantizationError(f"cannot quantize a {d}-wide token table in blocks of at least 16")
+    spec = QuantSpec(bits, symmetric=False, granularity="group", group_size=block)
+    scale, zero = weight_qparams(table, spec)
+    return pack_quantized(quantize_weight(table, scale, zero, spec), scale, zero, spec)
+
+
+def unpack(packed: PackedWeight) -> np.ndarray:
+    """Codes [N, K] read back from the packed bytes (to prove they are the method's own)."""
+    from edgeasr.quant.spec import unpack_codes
+
+    flat = torch.from_numpy(np.array(packed.data.reshape(packed.n, -1)))
+    return unpack_codes(flat, packed.bits, packed.k).numpy()

@@ -14,6 +14,7 @@ packed execution lives in the exported bundle.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -23,11 +24,14 @@ from torch import nn
 from edgeasr.quant.spec import QuantSpec, dequantize_weight, fake_quant_activation, storage_bits
 
 
+@functools.lru_cache(maxsize=None)
+@torch.inference_mode(False)  # a normal tensor even when first built under inference mode (usable with autograd)
 def hadamard_matrix(n: int) -> torch.Tensor:
     """Orthonormal Hadamard-like matrix of size n = 2^k · m (m with a known small construction or 1).
 
     For sizes that are not a power of two (Whisper 384, Moonshine 288/416) the Kronecker product of a
     power-of-two Sylvester Hadamard with a random orthogonal block of the odd factor keeps orthogonality.
+    Cached (QuantLinear asks for it on every forward): treat the returned tensor as read-only.
     """
     power = n & -n
     h = torch.ones(1, 1)
@@ -37,7 +41,7 @@ def hadamard_matrix(n: int) -> torch.Tensor:
     if rest > 1:
         gen = torch.Generator().manual_seed(rest)
         q, _ = torch.linalg.qr(torch.randn(rest, rest, generator=gen, dtype=torch.float64))
-        h = torch.kron(q.float(), h)
+        h = torch.kron(q.float().contiguous(), h)  # QR's Q is column-major; kron needs contiguous
         return h / math.sqrt(power)
     return h / math.sqrt(n)
 

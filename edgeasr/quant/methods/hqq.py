@@ -1,0 +1,133 @@
+"""HQQ: Half-Quadratic Quantization (Badri & Shaji, 2023), calibration-free.
+
+For every group of weights HQQ looks for the grid (zero point, and here optionally the scale) that
+minimises a sparsity-promoting lp-norm (p < 1) of the quantization error ||W - Q⁻¹(Q(W))||_p^p, which is
+robust to the few large outlier errors that dominate a min/max grid. The non-convex problem is split with
+an auxiliary error variable W_e (half-quadratic splitting) and solved by alternating:
+
+  1. W_e ← shrink_p(W - dequant(codes), β)      generalised soft-thresholding (prox of the lp-norm)
+  2. codes ← round(W / s + z);  (s, z) ← least-squares fit of W - W_e by (codes - z)·s   (closed form)
+  3. β ← κ·β                                       the quadratic coupling tightens every iteration
+
+No activations are needed. The framework stores integer zero points (the packed-kernel layout), so step
+2 fits a real-valued offset, rounds the zero point to the grid and refits the scale for that integer zero
+point — with `optimize_scale=False` only the zero point moves, as in the original HQQ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from edgeasr.errors import QuantizationError
+from edgeasr.quant.job import QuantJob, replace_module, to_quant_linear
+from edgeasr.quant.methods import register
+from edgeasr.quant.spec import QuantSpec, _grouped, weight_qparams
+
+
+@dataclass(frozen=True)
+class HQQOptions:
+    """Half-quadratic solver settings (the paper's defaults)."""
+
+    iterations: int = 20
+    """Alternating-minimisation steps per layer."""
+    lp_norm: float = 0.7
+    """p of the lp error norm being minimised (p < 1 promotes sparse, outlier-robust errors)."""
+    beta: float = 10.0
+    """Initial weight β of the quadratic coupling between the error variable and the real error."""
+    kappa: float = 1.01
+    """Factor β is multiplied by after every iteration (the β schedule)."""
+    optimize_scale: bool = True
+    """Also refit the scale in closed form (False: zero point only, as the original HQQ)."""
+    early_stop: bool = True
+    """Stop a layer as soon as its mean absolute error stops decreasing (as the reference implementation)."""
+
+
+def _refit_scale(q, zero, target, valid, fallback):
+    """Closed-form scale for fixed codes and zero point: argmin_s ||target - (q - z)·s||²."""
+    qz = (q - zero[..., None]) * valid
+    denom = (qz * qz).sum(-1)
+    s_fit = (qz * target).sum(-1) / denom.clamp(min=1e-12)
+    return torch.where((denom > 0) & (s_fit > 1e-8), s_fit, fallback)
+
+
+@torch.no_grad()
+def hqq_qparams(w: torch.Tensor, spec: QuantSpec, options: HQQOptions = HQQOptions()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-(row, group) scale and integer zero point minimising the lp-norm of the weight error.
+
+    Returns tensors shaped like `weight_qparams`' ([out, n_groups]), usable with `quantize_weight`.
+    """
+    if options.lp_norm <= 0:
+        raise QuantizationError(f"hqq lp_norm must be > 0 (0.7 in the paper), got {options.lp_norm}")
+    w = w.float()
+    wg = _grouped(w, spec)                                   # [out, groups, g], zero-padded short last group
+    g = spec.group_width(w.shape[1])
+    valid = torch.ones(w.shape[1] + (-w.shape[1] % g))
+    valid[w.shape[1]:] = 0
+    valid = valid.reshape(-1, g)                             # [groups, g]: 0 on padding columns
+    scale, zero = weight_qparams(w, spec)
+    scale, zero = scale.clone(), zero.clone()
+    fixed_zero = spec.symmetric
+    qmax = spec.qmax
+
+    def codes_of(s, z):
+        return torch.round(wg / s[..., None] + z[..., None]).clamp(0, qmax)
+
+    def dequant(q, s, z):
+        return (q - z[..., None]) * s[..., None] * valid
+
+    best_cost = torch.full_like(scale, float("inf"))
+    best_scale, best_zero = scale.clone(), zero.clone()
+    beta = options.beta
+    prev_err = float("inf")
+    n = valid.sum(-1)                                        # [groups]: real columns per group
+    for step in range(options.iterations + 1):
+        q = codes_of(scale, zero)
+        err = wg - dequant(q, scale, zero)
+        magnitude = err.abs() + 1e-8
+        weight = magnitude.pow(options.lp_norm - 1)          # |e|^(p-1): shared by the lp cost and the shrinkage
+        cost = (magnitude * weight).sum(-1)                  # Σ|e|^p: score the current grid, keep each group's best
+        better = cost < best_cost
+        best_cost = torch.where(better, cost, best_cost)
+        best_scale = torch.where(better, scale, best_scale)
+        best_zero = torch.where(better, zero, best_zero)
+        mean_err = float(err.abs().mean())
+        if step == options.iterations or (options.early_stop and mean_err >= prev_err):
+            break
+        prev_err = mean_err
+        # prox of the lp-norm (generalised soft-thresholding) → the error HQQ tolerates; the rest is the target
+        w_e = torch.sign(err) * torch.relu(err.abs() - weight / beta)
+        target = wg - w_e * valid                            # what the grid should reproduce
+        if options.optimize_scale and not fixed_zero:
+            # least squares target ≈ q·s - o per group, then integer zero point z = o/s and refit s for it
+            q_mean = (q * valid).sum(-1) / n
+            t_mean = target.sum(-1) / n
+            qc = (q - q_mean[..., None]) * valid
+            var = (qc * qc).sum(-1)
+            s_new = (qc * (target - t_mean[..., None])).sum(-1) / var.clamp(min=1e-12)
+            s_new = torch.where((var > 0) & (s_new > 1e-8), s_new, scale)
+            zero = torch.round(q_mean - t_mean / s_new).clamp(0, qmax)
+            scale = _refit_scale(q, zero, target, valid, s_new)
+        elif options.optimize_scale:                         # symmetric grid: zero point is fixed, fit the scale
+            scale = _refit_scale(q, zero, target, valid, scale)
+        else:                                                # original HQQ: closed-form zero point
+            z = ((q - target / scale[..., None]) * valid).sum(-1) / n
+            zero = torch.round(z).clamp(0, qmax)
+        beta *= options.kappa
+    return best_scale, best_zero
+
+
+@register("hqq", HQQOptions, calibrated=False,
+          summary="half-quadratic lp-norm (p<1) optimisation of each group's zero point and scale, no calibration data")
+def hqq(job: QuantJob, options: HQQOptions) -> None:
+    if not job.w_spec.enabled:
+        raise QuantizationError("hqq quantizes weights: use w_bits 2-8 (activations may additionally be quantized)")
+    if job.a_spec.enabled and not job.a_spec.dynamic:
+        raise QuantizationError("hqq is calibration-free: it supports weight-only or dynamic (per-token) activation "
+                                "quantization, not static activation scales")
+    for _part, block, graph in job.blocks():
+        for path in graph.linears:
+            linear = block.get_submodule(path)
+            scale, zero = hqq_qparams(linear.weight.detach(), job.w_spec, options)
+            replace_module(block, path, to_quant_linear(linear, job.w_spec, job.a_spec, scale=scale, zero=zero))

@@ -70,3 +70,16 @@ def test_grid_rejects_bad_bit_settings(tmp_path):
     path.write_text('models = ["moonshine-tiny"]\nmethods = ["rtn"]\nbits = ["4bit"]\n')
     with pytest.raises(GridError, match="w4a16"):
         Grid.from_toml(path).cells()
+
+
+def test_grid_order_and_method_wildcard(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text('models = ["a", "b"]\nmethods = ["fp", "rtn", "*"]\nbits = ["w4a16", "w8a16"]\norder = "bits"\n')
+    grid = Grid.from_toml(path)
+    methods = grid.expanded_methods()
+    assert methods[:2] == ["fp", "rtn"] and set(methods[2:]) == set(available_methods()) - {"rtn"}
+    cells = grid.cells()
+    assert [c.recipe.model for c in cells[:2]] == ["a", "b"] and all(c.is_fp for c in cells[:2])
+    first_setting = [c for c in cells[2:] if c.bits_label == "w4a16"]
+    assert cells[2:2 + len(first_setting)] == first_setting  # one bit setting across both models first
+    assert len({c.key for c in cells}) == len(cells) == 2 + 2 * 2 * (len(methods) - 1)

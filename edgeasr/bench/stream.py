@@ -63,14 +63,13 @@ def _percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
-def bench_one(spec: str, audio: np.ndarray) -> dict:
+def bench_one(spec: str, audio: np.ndarray, options) -> dict:
     from tqdm import tqdm
 
     from edgeasr.audio import SAMPLE_RATE
-    from edgeasr.stream import LineCompleted, SessionOptions, StreamingSession
+    from edgeasr.stream import LineCompleted, StreamingSession
 
     engine = load_engine(spec)
-    options = SessionOptions()
     session = StreamingSession(engine, options)
     chunk = SAMPLE_RATE * CHUNK_MS // 1000
     costs, finals = [], []
@@ -121,22 +120,27 @@ def _markdown(report: dict) -> str:
         "RTF: compute seconds per audio second, partial re-decodes included.", "", *rows, ""])
 
 
-def run_stream_bench(models: list[str], out_dir: Path, minutes: float = 10.0) -> dict:
-    """Benchmark each model spec on the same long replay; write stream.json and stream.md to `out_dir`."""
+def run_stream_bench(models: list[str], out_dir: Path, minutes: float = 10.0, options=None) -> dict:
+    """Benchmark each model spec on the same long replay; write stream[-hangoverN].json and .md to `out_dir`."""
     import torch
+
+    from edgeasr.stream import SessionOptions
 
     audio = replay_audio(minutes)
     load_before = os.getloadavg()[0]
-    results = [bench_one(spec, audio) for spec in models]
+    options = options or SessionOptions()
+    results = [bench_one(spec, audio, options) for spec in models]
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M"), "results": results,
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "torch_threads": torch.get_num_threads(), "load_before": round(load_before, 2),
                     "load_after": round(os.getloadavg()[0], 2)},
     }
+    # Runs with non-default session options keep their own files instead of replacing the default ones.
+    name = "stream" if options == SessionOptions() else f"stream-hangover{options.vad.hangover_ms}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "stream.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / "stream.md").write_text(_markdown(report))
+    (out_dir / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out_dir / f"{name}.md").write_text(_markdown(report))
     return report
 
 
@@ -144,10 +148,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", nargs="+", default=["moonshine-tiny"],
                    help="model specs: zoo name, or name@method-wN for a quantized one (e.g. moonshine-tiny@rtn-w4)")
     p.add_argument("--minutes", type=float, default=10.0, help="length of the replay (default 10)")
+    p.add_argument("--hangover-ms", type=int, help="VAD hangover (default: VADOptions.hangover_ms)")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for stream.json / stream.md")
 
 
 def cli(args: argparse.Namespace) -> int:
-    report = run_stream_bench(args.models, args.out, args.minutes)
+    from edgeasr.stream import SessionOptions, VADOptions
+
+    options = SessionOptions(vad=VADOptions(hangover_ms=args.hangover_ms)) if args.hangover_ms else None
+    report = run_stream_bench(args.models, args.out, args.minutes, options)
     print(_markdown(report))
     return 0

@@ -58,6 +58,8 @@ class SessionOptions:
     """Seconds of audio between partial re-decodes of the open line."""
     partials: bool = True
     """Emit partial text while speech goes on (off: finals only, cheapest)."""
+    drop_late_partials: bool = True
+    """Skip partials while processing lags real time, as a live source needs; False decodes every one."""
     commit_delay: float = 1.0
     """Words are committed once every hypothesis over at least this many audio seconds agrees on them."""
     max_line_seconds: float = 12.0
@@ -144,11 +146,6 @@ class StreamingSession:
     def audio_seconds(self) -> float:
         return self._received / SAMPLE_RATE
 
-    @property
-    def lag_seconds(self) -> float:
-        """How far processing runs behind real time (0 when it keeps up)."""
-        return max(0.0, self._clock - self.audio_seconds)
-
     def _now(self) -> float:
         return self._chunk_clock + (time.perf_counter() - self._chunk_t0)
 
@@ -207,7 +204,7 @@ class StreamingSession:
             return []
         line.next_partial = vad.position + int(opts.partial_interval * SAMPLE_RATE)
         # Falling behind real time: a live microphone would overflow, so drop this partial.
-        if self._now() - self._chunk_arrival > opts.partial_interval:
+        if opts.drop_late_partials and self._now() - self._chunk_arrival > opts.partial_interval:
             self.skipped_partials += 1
             return []
         self.partial_decodes += 1

@@ -24,8 +24,10 @@ class VADOptions:
     """webrtcvad frame length: 10, 20 or 30 ms."""
     start_frames: int = 3
     """Consecutive voiced frames needed to declare speech (filters clicks)."""
-    hangover_ms: int = 400
-    """Unvoiced time after the last voiced frame before speech is declared over."""
+    hangover_ms: int = 600
+    """Unvoiced time after the last voiced frame before speech is declared over. Shorter answers sooner
+    but splits sentences at breaths, and each line is decoded without the previous one's context
+    (moonshine-tiny, tests/test_stream.py replay: 400 ms 7.95 % WER, 600 ms 3.98 %, 800 ms 2.84 % = offline)."""
     pre_roll_ms: int = 300
     """Audio kept before the first voiced frame so soft word onsets are not cut."""
 

@@ -73,6 +73,9 @@ class FoldedLinear(nn.Linear):
         super().__init__(in_features, out_features, bias)
         self.register_buffer("in_scale", None)
         self.register_buffer("in_shift", None)
+        self.bias_shift: torch.Tensor | None = None
+        """The shift δ (in the coordinates the matmul sees) whose W·δ was added to the bias; once the weights
+        are rounded the correction is redone with the rounded weights."""
 
     @classmethod
     def wrap(cls, linear: nn.Linear, need_bias: bool = False) -> "FoldedLinear":
@@ -87,6 +90,7 @@ class FoldedLinear(nn.Linear):
                 new.bias.copy_(linear.bias if linear.bias is not None else torch.zeros_like(new.bias))
         new.in_scale = getattr(linear, "in_scale", None)
         new.in_shift = getattr(linear, "in_shift", None)
+        new.bias_shift = getattr(linear, "bias_shift", None)
         return new
 
     def transform_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,6 +145,8 @@ def apply_scale(block: nn.Module, site: ScaleSite, s: torch.Tensor) -> None:
     for path in site.targets:
         linear = _folded(block, path) if site.kind == "layer" else block.get_submodule(path)
         linear.weight.mul_(s.to(linear.weight))
+        if getattr(linear, "bias_shift", None) is not None:  # W·δ is invariant: (W·s)·(δ/s)
+            linear.bias_shift = linear.bias_shift / s
         if site.kind == "layer":  # f(u) = (u - shift) / scale becomes f(u) / s
             linear.in_scale = s.clone() if linear.in_scale is None else linear.in_scale * s
         elif getattr(linear, "in_shift", None) is not None:  # the source now emits u / s
@@ -159,6 +165,7 @@ def apply_shift(block: nn.Module, site: ScaleSite, delta: torch.Tensor) -> None:
     for path in site.targets:  # bias correction with the current weights, before anything moves
         linear = _folded(block, path, need_bias=True)
         linear.bias.add_((linear.weight.float() @ delta).to(linear.bias))
+        linear.bias_shift = delta.clone() if linear.bias_shift is None else linear.bias_shift + delta
     source = block.get_submodule(site.source) if site.source else None
     fold_norm = site.kind == "norm" and getattr(source, "bias", None) is not None
     if fold_norm or site.kind == "linear":
@@ -177,13 +184,22 @@ def apply_shift(block: nn.Module, site: ScaleSite, delta: torch.Tensor) -> None:
 
 def quantize_block_linears(block: nn.Module, graph: BlockGraph, w_spec: QuantSpec, a_spec: QuantSpec,
                            clips: dict[str, torch.Tensor] | None = None) -> None:
-    """Replace every linear of the block with a QuantLinear, carrying leftover in_scale/in_shift along."""
+    """Replace every linear of the block with a QuantLinear, carrying leftover in_scale/in_shift along.
+
+    A shift's bias correction W·δ becomes Q(W)·δ, so the rounding error of W multiplies x, not x − δ
+    (the shift then changes only how the activations round).
+    """
     clips = clips or {}
     for path in graph.linears:
         linear = block.get_submodule(path)
         extras = {name: getattr(linear, name, None) for name in ("in_scale", "in_shift")}
-        replace_module(block, path, to_quant_linear(linear, w_spec, a_spec, clip=clips.get(path, 1.0),
-                                                    **{k: v for k, v in extras.items() if v is not None}))
+        layer = to_quant_linear(linear, w_spec, a_spec, clip=clips.get(path, 1.0),
+                                **{k: v for k, v in extras.items() if v is not None})
+        delta = getattr(linear, "bias_shift", None)
+        if delta is not None:
+            with torch.no_grad():
+                layer.bias += (layer.dequantized_weight() - linear.weight.detach().float()) @ delta
+        replace_module(block, path, layer)
 
 
 # ---- calibration statistics ---------------------------------------------------------------------------
@@ -270,34 +286,45 @@ def fake_quant_activation_for_search(x: torch.Tensor, spec: QuantSpec) -> torch.
     return fake_quant_activation(x, spec, scale, zero)
 
 
-@torch.inference_mode()
-def site_error(block: nn.Module, site: ScaleSite, stats: ChannelStats, w_spec: QuantSpec, a_spec: QuantSpec,
-               scale: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> float:
-    """Squared output error Σ_targets ‖Q_w(W·diag(s)) · Q_a((x − δ)/s) − W·(x − δ)‖² over calibration tokens.
+class SiteScorer:
+    """Scores candidate (scale, shift) pairs of one site: Σ_targets ‖Q_w(W') · (Q_a(z) + δ') − W·x‖² over
+    calibration tokens, with W' = W·diag(s), z = (x − δ)/s, δ' = δ/s — the shifted, scaled layer whose bias
+    correction uses the rounded weights (as `quantize_block_linears` builds it) against the float layer.
 
-    The weights are the targets' current ones (before `scale` is applied); `stats` describes their current
-    input x. The bias correction W·δ makes the float outputs equal, so the error is all quantization.
-    Weight-only with no shift uses the Gram matrix (all tokens, exact); otherwise the sampled rows.
+    The weights are the targets' current ones (before the candidate is applied; a shift already applied
+    changes only biases); `stats` describes their current input x. Weight-only with no shift uses the Gram
+    matrix (all tokens, exact); otherwise the sampled rows.
     """
-    n = stats.absmax.numel()
-    s = torch.ones(n) if scale is None else scale.float()
-    total = 0.0
-    use_gram = not a_spec.enabled and shift is None and stats.gram is not None
-    if not use_gram:
-        if stats.rows is None:
-            raise QuantizationError("site_error needs sampled rows (collect_input_stats(max_rows=...)) to score "
-                                    "activation quantization or a shift")
-        x = stats.rows if shift is None else stats.rows - shift
-        xs = x / s
-        xq = fake_quant_activation_for_search(xs, a_spec)
-    else:
-        gram = stats.gram / s[:, None] / s[None, :]
-    for path in site.targets:
-        w = block.get_submodule(path).weight.detach().float() * s
-        wq = fake_quant_weight_or_fp(w, w_spec)
-        if use_gram:
-            d = wq - w
-            total += float(((d @ gram) * d).sum())
-        else:
-            total += float(((xq @ wq.T - xs @ w.T) ** 2).sum())
-    return total
+
+    def __init__(self, block: nn.Module, site: ScaleSite, stats: ChannelStats, w_spec: QuantSpec,
+                 a_spec: QuantSpec) -> None:
+        self.stats, self.w_spec, self.a_spec = stats, w_spec, a_spec
+        self.weights = [block.get_submodule(t).weight.detach().float() for t in site.targets]
+        self._reference: list[torch.Tensor] | None = None
+
+    @torch.inference_mode()
+    def __call__(self, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> float:
+        st = self.stats
+        s = torch.ones_like(st.absmax) if scale is None else scale.float()
+        if not self.a_spec.enabled and shift is None and st.gram is not None:
+            gram = st.gram / s[:, None] / s[None, :]
+            total = 0.0
+            for weight in self.weights:
+                w = weight * s
+                d = fake_quant_weight_or_fp(w, self.w_spec) - w
+                total += float(((d @ gram) * d).sum())
+            return total
+        if st.rows is None:
+            raise QuantizationError("scoring activation quantization or a shift needs sampled rows "
+                                    "(collect_input_stats(max_rows=...))")
+        if self._reference is None:  # W'·(z + δ') is W·x whatever the candidate
+            self._reference = [st.rows @ weight.T for weight in self.weights]
+        x = st.rows if shift is None else st.rows - shift
+        xq = fake_quant_activation_for_search(x / s, self.a_spec)
+        if shift is not None:
+            xq = xq + shift / s
+        total = 0.0
+        for weight, reference in zip(self.weights, self._reference):
+            wq = fake_quant_weight_or_fp(weight * s, self.w_spec)
+            total += float(((xq @ wq.T - reference) ** 2).sum())
+        return total

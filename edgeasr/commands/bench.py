@@ -12,6 +12,7 @@ import importlib
 
 BENCHES: dict[str, str] = {
     "stream": "edgeasr.bench.stream:cli",
+    "runtime": "edgeasr.bench.runtime:cli",
 }
 
 

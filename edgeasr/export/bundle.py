@@ -173,8 +173,8 @@ def _cost_records(model, head: PackedWeight | None) -> dict:
 
     layers = describe_layers(model)
     if head is not None:
-        layers = [replace(l, w_bits=head.code_bits, weight_bytes=head.nbytes) if l.kind == "embedding" else l
-                  for l in layers]
+        layers = [replace(l, w_bits=head.code_bits, weight_bytes=head.nbytes)
+                  if l.name.endswith("decoder.embed_tokens") else l for l in layers]
     return {"layers": [l.to_dict() for l in layers], "dims": model_dims(model).to_dict()}
 
 

@@ -19,10 +19,6 @@ MS_DOMAIN = "com.microsoft"
 HEAD = "head"
 
 
-def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
-    return {t.name: t for t in model.graph.initializer}
-
-
 def _layer_of(initializer: str, suffix: str) -> str | None:
     return initializer[: -len(suffix) - 1] if initializer.endswith("." + suffix) else None
 
@@ -32,7 +28,6 @@ def rewrite_graph(model: onnx.ModelProto, packed: dict[str, PackedWeight | None]
 
     Returns the layer paths that were rewritten, so the caller can check none was missed.
     """
-    inits = _initializers(model)
     nodes, done, drop = [], set(), set()
     new_inits: list[onnx.TensorProto] = []
     for node in model.graph.node:
@@ -45,7 +40,7 @@ def rewrite_graph(model: onnx.ModelProto, packed: dict[str, PackedWeight | None]
                 nodes.append(node)
                 continue
             drop.add(node.input[1])
-            new_inits += _packed_initializers(layer, weight, existing=inits)
+            new_inits += _packed_initializers(layer, weight)
             nodes.append(helper.make_node(
                 "MatMulNBits", [node.input[0], f"{layer}.B", f"{layer}.scales", f"{layer}.zero_points"],
                 list(node.output), name=f"{layer}.matmul_nbits", domain=MS_DOMAIN, K=weight.k, N=weight.n,
@@ -53,29 +48,26 @@ def rewrite_graph(model: onnx.ModelProto, packed: dict[str, PackedWeight | None]
         elif table is not None and HEAD in packed:
             done.add(table)
             drop.add(node.input[0])
-            nodes += _lookup_nodes(node, packed[HEAD], inits, new_inits)
+            nodes += _lookup_nodes(node, packed[HEAD], new_inits)
         else:
             nodes.append(node)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     kept = [t for t in model.graph.initializer if t.name not in drop]
     del model.graph.initializer[:]
-    model.graph.initializer.extend(kept + [t for t in new_inits if t.name not in {k.name for k in kept}])
+    model.graph.initializer.extend(kept + new_inits)
     if any(n.domain == MS_DOMAIN for n in nodes) and not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return done
 
 
-def _packed_initializers(layer: str, weight: PackedWeight, existing: dict) -> list[onnx.TensorProto]:
-    if f"{layer}.B" in existing:
-        return []
+def _packed_initializers(layer: str, weight: PackedWeight) -> list[onnx.TensorProto]:
     return [numpy_helper.from_array(weight.data, f"{layer}.B"),
             numpy_helper.from_array(weight.scales.reshape(-1), f"{layer}.scales"),
             numpy_helper.from_array(weight.packed_zero_points().reshape(-1), f"{layer}.zero_points")]
 
 
-def _lookup_nodes(node: onnx.NodeProto, head: PackedWeight | None, inits: dict,
-                  new_inits: list[onnx.TensorProto]) -> list[onnx.NodeProto]:
+def _lookup_nodes(node: onnx.NodeProto, head: PackedWeight | None, new_inits: list[onnx.TensorProto]) -> list[onnx.NodeProto]:
     """Token rows from the head's own storage, so the tied table is stored once."""
     ids, out = node.input[1], node.output[0]
     if head is None:

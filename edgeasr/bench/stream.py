@@ -111,10 +111,14 @@ def _markdown(report: dict) -> str:
                     f"{r['partial_decodes']} / {r['skipped_partials']} | {growth} | "
                     f"{r['rss_mb']['start']} → {r['rss_mb']['end']} |")
     m = report["machine"]
+    busy = max(m["load_before"], m["load_after"]) > m["cpus"]
+    warning = ["**The machine was busy (load average above its CPU count): other processes shared the CPUs, "
+               "RTF above 1 means the session fell behind real time, and the latencies are mostly "
+               "queueing. Re-run on an idle machine before quoting them.**", ""] if busy else []
     return "\n".join([
         "# Streaming benchmark", "",
         f"{m['cpus']} CPUs ({m['processor']}), torch threads {m['torch_threads']}, load average "
-        f"{m['load_before']} before / {m['load_after']} after; {report['date']}.", "",
+        f"{m['load_before']} before / {m['load_after']} after; {report['date']}.", "", *warning,
         "Latency: end of speech (last voiced frame) → final line, on the session's real-time clock; it "
         "includes the VAD hangover. 'After VAD decision' starts when the hangover has elapsed. "
         "RTF: compute seconds per audio second, partial re-decodes included.", "", *rows, ""])

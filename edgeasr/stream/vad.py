@@ -106,7 +106,10 @@ class VADSegmenter:
         start, self.position = self.position, self.position + self.frame
         self.recent.append((start, voiced))
         if not self.in_speech:
-            self._run.append(start) if voiced else self._run.clear()
+            if voiced:
+                self._run.append(start)
+            else:
+                self._run.clear()
             if len(self._run) < self.options.start_frames:
                 return None
             self.in_speech, self.last_voiced_end = True, self.position

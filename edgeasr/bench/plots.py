@@ -85,7 +85,7 @@ def plot_wer_vs_cost(rows: list[dict], dataset: str, key: str, label: str, scale
     models = list(dict.fromkeys(r["model"] for r in rows))
     colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
     markers = {2: "v", 3: "^", 4: "o", 8: "s", FP_BITS: "*"}
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(9, 5))
     for row in rows:
         ax.scatter(row[key] / scale, row["wer"], color=colours[row["model"]], marker=markers.get(row["w_bits"], "x"),
                    s=60 if row["w_bits"] == FP_BITS else 22, alpha=0.75, edgecolors="none")
@@ -100,12 +100,13 @@ def plot_wer_vs_cost(rows: list[dict], dataset: str, key: str, label: str, scale
     for bits, marker in markers.items():
         ax.scatter([], [], color="grey", marker=marker, label="FP" if bits == FP_BITS else f"W{bits}")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_locator(ticker.LogLocator(subs=(1.5, 2.0, 3.0, 5.0, 7.0)))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(_plain))
     ax.xaxis.set_minor_formatter(ticker.FuncFormatter(_plain))
     ax.tick_params(axis="x", which="both", labelsize=7)
     ax.set_xlabel(label)
     _wer_axis(ax)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     seconds, tokens = REFERENCE_UTTERANCE
     ax.set_title(f"WER vs {label.split(' (')[0]} on {dataset} ({seconds:g} s utterance, {tokens} tokens)")
     fig.tight_layout()

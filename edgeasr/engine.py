@@ -54,7 +54,7 @@ class Engine:
     def load(cls, name_or_path: str | Path, guard: GuardOptions | None = None) -> "Engine":
         """Load a zoo name, a local `transformers` directory, a Hub id, a quantized checkpoint or a bundle."""
         path = Path(name_or_path).expanduser()
-        if (path / "bundle.json").exists():
+        if (path / "bundle.json").exists() or path.name.endswith(".edgeasr.tar"):
             from edgeasr.runtime import OnnxBackend
 
             return cls(OnnxBackend.load(path), path.name, guard)

@@ -58,11 +58,42 @@ def _device(value: str | None) -> int | str | None:
     return int(value) if value is not None and value.isdigit() else value
 
 
+def _cached_bundle(label: str) -> Path | None:
+    from edgeasr.paths import cache_dir
+
+    for candidate in (cache_dir("bundles") / label, cache_dir("bundles") / f"{label}.edgeasr.tar"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _torch_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def _model_path(args: argparse.Namespace):
+    """What to load: an explicit checkpoint/bundle, else a cached bundle of the recipe (packed, the fast
+    path), else the recipe quantized on first use (needs torch), else a clear message for edge boards."""
     if args.checkpoint or args.bundle:
         return args.checkpoint or args.bundle
+    from edgeasr.quant.recipe import Recipe
+
+    label = Recipe(args.model, args.method, args.bits).label if args.method else args.model
+    bundle = _cached_bundle(label)
+    if bundle is not None:
+        return bundle
+    if not _torch_available():
+        from edgeasr.paths import cache_dir
+
+        steps = (f"edgeasr quantize --model {args.model} --method {args.method} --w-bits {args.bits} && "
+                 f"edgeasr export --checkpoint ~/.cache/edgeasr/checkpoints/{label} --out {label} --archive"
+                 if args.method else f"edgeasr export --model {args.model} --out {label} --archive")
+        raise EdgeASRError(f"no bundle named {label} in {cache_dir('bundles')} and torch is not installed here "
+                           f"(the edge profile runs bundles only). On a workstation run:\n  {steps}\n"
+                           f"then copy {label}.edgeasr.tar to {cache_dir('bundles')}/ on this machine.")
     if args.method:
-        # Imported only here: quantizing needs torch, which an edge install does not have.
         from edgeasr.quant.api import load_or_quantize
 
         return load_or_quantize(args.model, args.method, args.bits)

@@ -8,9 +8,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from edgeasr.export.bundle import ExportOptions
-
-    defaults = ExportOptions()
+    # Defaults stay in ExportOptions; importing it here would pull torch into `edgeasr --help` on edge boards.
     p = sub.add_parser("export", help="write an ONNX bundle (packed MatMulNBits) for onnxruntime-only devices")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="quantized checkpoint made by `edgeasr quantize`")
@@ -18,10 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     p.add_argument("--archive", action="store_true", help="also write OUT.edgeasr.tar (one file to copy)")
     p.add_argument("--head-bits", type=int, choices=(4, 8, 16), default=None,
-                   help=f"bits of the tied embedding / output head (default {defaults.head_bits} for a checkpoint, "
-                        "16 = FP32 for --model)")
-    p.add_argument("--accuracy-level", type=int, choices=(0, 1, 2, 3, 4), default=defaults.accuracy_level,
-                   help="MatMulNBits compute type (4 = int8 activations, the fast path)")
+                   help="bits of the tied embedding / output head (default: ExportOptions.head_bits for a "
+                        "checkpoint, 16 = FP32 for --model)")
+    p.add_argument("--accuracy-level", type=int, choices=(0, 1, 2, 3, 4),
+                   help="MatMulNBits compute type (default 4 = int8 activations, the fast path)")
     p.set_defaults(handler=run)
 
 
@@ -30,8 +28,10 @@ def run(args: argparse.Namespace) -> int:
     from edgeasr.export.card import card_notes
     from edgeasr.runtime.bundle import read_bundle
 
-    head_bits = args.head_bits or (ExportOptions().head_bits if args.checkpoint else 16)
-    options = ExportOptions(head_bits=head_bits, accuracy_level=args.accuracy_level, archive=args.archive)
+    defaults = ExportOptions()
+    head_bits = args.head_bits or (defaults.head_bits if args.checkpoint else 16)
+    level = defaults.accuracy_level if args.accuracy_level is None else args.accuracy_level
+    options = ExportOptions(head_bits=head_bits, accuracy_level=level, archive=args.archive)
     out = export_bundle(args.out, checkpoint=args.checkpoint, model_name=args.model, options=options)
     meta = read_bundle(out, verify=False).data
     for note in card_notes(meta):

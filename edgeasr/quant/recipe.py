@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edgeasr.errors import QuantizationError
-from edgeasr.quant.spec import QuantSpec
 
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "models" / "recipes"
 
@@ -55,13 +54,19 @@ class Recipe:
     options: dict = field(default_factory=dict)
     """Method options; keys are fields of the method's options dataclass."""
 
+    # QuantSpec is imported where it is used: recipes (and their labels) are read on edge boards,
+    # where torch, which the grid maths needs, is not installed.
     @property
-    def w_spec(self) -> QuantSpec:
+    def w_spec(self):
+        from edgeasr.quant.spec import QuantSpec
+
         granularity = "group" if self.group_size else "channel"
         return QuantSpec(self.w_bits, self.symmetric, granularity, self.group_size or 128)
 
     @property
-    def a_spec(self) -> QuantSpec:
+    def a_spec(self):
+        from edgeasr.quant.spec import QuantSpec
+
         return QuantSpec(self.a_bits, self.act_symmetric, "tensor", dynamic=self.act_dynamic)
 
     @property

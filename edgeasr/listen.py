@@ -70,7 +70,10 @@ def _cached_bundle(label: str) -> Path | None:
 def _torch_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("torch") is not None
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ImportError:
+        return False
 
 
 def _model_path(args: argparse.Namespace):

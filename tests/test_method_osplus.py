@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -15,6 +17,12 @@ from edgeasr.zoo.catalog import MOONSHINE_VOICE
 from quant_support import fp_backend, output_error, quantized
 
 MODEL = "moonshine-tiny"
+
+
+@functools.lru_cache(maxsize=None)
+def osplus(w_bits: int, a_bits: int):
+    """One quantization per setting, shared by the error and the transcript checks."""
+    return quantized(MODEL, "osplus", w_bits, a_bits)
 
 
 def test_registered_and_refuses_weight_only():
@@ -33,7 +41,7 @@ def test_threshold_grid_starts_without_scaling():
 @pytest.mark.parametrize("w_bits", [4, 8])
 def test_w_a8_output_error_below_rtn(w_bits):
     fp = fp_backend(MODEL)
-    q = quantized(MODEL, "osplus", w_bits, 8)
+    q = osplus(w_bits, 8)
     layers = [m for m in q.model.modules() if isinstance(m, QuantLinear)]
     assert any(m.in_scale is not None for m in layers)  # behind GELU / reading the encoder output
     assert any(m.in_shift is not None for m in layers)  # Moonshine's LayerNorm has no bias to take a shift
@@ -45,4 +53,4 @@ def test_w_a8_output_error_below_rtn(w_bits):
 def test_w8a8_keeps_beckett_transcript():
     beckett = find_file(fetch_package(MOONSHINE_VOICE), "assets/beckett.wav")
     reference = Engine(fp_backend(MODEL), "fp").transcribe(beckett).text
-    assert Engine(quantized(MODEL, "osplus", 8, 8), "osplus-w8a8").transcribe(beckett).text == reference
+    assert Engine(osplus(8, 8), "osplus-w8a8").transcribe(beckett).text == reference

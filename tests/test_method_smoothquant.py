@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -14,6 +16,12 @@ from edgeasr.zoo.catalog import MOONSHINE_VOICE
 from quant_support import fp_backend, output_error, quantized
 
 MODEL = "moonshine-tiny"
+
+
+@functools.lru_cache(maxsize=None)
+def smoothquant(w_bits: int, a_bits: int):
+    """One quantization per setting, shared by the error and the transcript checks."""
+    return quantized(MODEL, "smoothquant", w_bits, a_bits)
 
 
 def test_registered_and_refuses_weight_only():
@@ -33,7 +41,7 @@ def test_smooth_scale_balances_ranges():
 @pytest.mark.parametrize("w_bits", [4, 8])
 def test_w_a8_output_error_below_rtn(w_bits):
     fp = fp_backend(MODEL)
-    err_sq = output_error(fp, quantized(MODEL, "smoothquant", w_bits, 8))
+    err_sq = output_error(fp, smoothquant(w_bits, 8))
     err_rtn = output_error(fp, quantized(MODEL, "rtn", w_bits, 8))
     assert err_sq < err_rtn, (err_sq, err_rtn)
 
@@ -41,4 +49,4 @@ def test_w_a8_output_error_below_rtn(w_bits):
 def test_w8a8_keeps_beckett_transcript():
     beckett = find_file(fetch_package(MOONSHINE_VOICE), "assets/beckett.wav")
     reference = Engine(fp_backend(MODEL), "fp").transcribe(beckett).text
-    assert Engine(quantized(MODEL, "smoothquant", 8, 8), "sq-w8a8").transcribe(beckett).text == reference
+    assert Engine(smoothquant(8, 8), "sq-w8a8").transcribe(beckett).text == reference

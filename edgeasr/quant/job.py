@@ -95,6 +95,8 @@ def calibrate_static_activations(ctx: BlockContext) -> None:
 
     def observe(path: str, x: torch.Tensor) -> None:
         x = layers[path].transform_input(x)
+        if layers[path].outlier_idx is not None:  # FP outlier channels are not on the activation grid
+            x = x.index_fill(-1, layers[path].outlier_idx, 0.0)
         lo[path] = torch.minimum(lo[path], x.min())
         hi[path] = torch.maximum(hi[path], x.max())
 

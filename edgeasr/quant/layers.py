@@ -129,6 +129,7 @@ class QuantLinear(nn.Module):
         out = None
         if self.outlier_idx is not None:
             out = x[..., self.outlier_idx] @ self.outlier_weight.T
+            x = x.index_fill(-1, self.outlier_idx, 0.0)  # outliers must not stretch the activation grid
         x = fake_quant_activation(x, self.a_spec, self.act_scale, self.act_zero)
         y = F.linear(x, self._cached_weight(), self.bias)
         return y if out is None else y + out

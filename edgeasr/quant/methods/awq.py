@@ -33,9 +33,16 @@ class AWQOptions:
     """Shrink ratios are 1 − i / clip_grid for i below max_shrink · clip_grid."""
     max_shrink: float = 0.5
     """Largest fraction of the max value the clipping search may cut away."""
+    clip_skip: tuple[str, ...] = ("q_proj", "k_proj")
+    """Layers left unclipped (as in the reference AWQ): the error of q/k outputs says little about the
+    attention pattern they produce."""
     scale_layers: bool = True
     """Also scale linears no previous op can absorb into (fc2 behind GELU, cross-attention K/V), keeping
     the scale on the layer as in_scale."""
+    damp: float = 0.01
+    """Added to the input Gram matrix's diagonal, as a fraction of its mean: with few calibration tokens
+    (a decoder sees tens per clip) the Gram is rank-deficient and the searches would fit the few directions
+    seen; damping also charges weight error in the unseen ones (as GPTQ's dampening does)."""
     max_tokens: int = 2048
     """Calibration rows sampled per site to score candidates when activations are quantized too."""
 
@@ -81,6 +88,8 @@ def awq(job: QuantJob, options: AWQOptions) -> None:
         inputs += [p for p in ctx.graph.linears if not any(p in s.targets for s in sites)]
         stats = collect_input_stats(ctx, inputs, gram=True, max_rows=options.max_tokens if a_spec.enabled else 0,
                                     seed=job.recipe.calibration.seed)
+        for st in stats.values():
+            st.gram += options.damp * st.gram.diagonal().mean() * torch.eye(st.gram.shape[0])
         input_of = {p: p for p in inputs} | {t: s.input_path for s in sites for t in s.targets}
         scales: dict[str, torch.Tensor] = {}
         for site in sites:
@@ -97,6 +106,8 @@ def awq(job: QuantJob, options: AWQOptions) -> None:
         clips = {}
         if options.clip and w_spec.enabled and w_spec.granularity != "tensor":
             for path in ctx.graph.linears:
+                if path.rsplit(".", 1)[-1] in options.clip_skip:
+                    continue
                 key = input_of[path]
                 gram = stats[key].gram
                 if key in scales:  # the input the layer now sees is x / s

@@ -25,9 +25,11 @@ class SmoothQuantOptions:
 
     alpha: float = 0.5
     """Migration strength: 0 leaves activations alone, 1 moves all of their range into the weights."""
-    scale_layers: bool = True
+    scale_layers: bool = False
     """Also smooth linears no previous op can absorb into (fc2 behind GELU, cross-attention K/V), keeping
-    the scale on the layer as in_scale (a per-channel multiply fused into the activation quantizer)."""
+    the scale on the layer as in_scale. Off as in the paper: an unsearched scale from a channel's
+    calibration max blows up held-out activations of channels that were quiet in calibration (Whisper's
+    decoder fc2 sees only tens of calibration tokens)."""
 
 
 def smooth_scale(act_absmax: torch.Tensor, weight_absmax: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -77,6 +77,9 @@ class Recipe:
         return f"{model}-{self.method}-w{self.w_bits}a{self.a_bits}{group}{'-sym' if self.symmetric else ''}{suffix}"
 
     def validate(self) -> None:
+        if self.w_bits == 16:
+            raise QuantizationError("w_bits=16 (activation-only quantization) is not supported: QuantLinear stores "
+                                    "weights as integer codes; use --w-bits 8 with --a-bits 8 for a W8A8 model")
         self.w_spec.validate_weights()
         self.a_spec.validate_activations()
         unknown = set(self.parts) - {"encoder", "decoder"}

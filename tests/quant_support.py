@@ -35,6 +35,7 @@ def held_out_clips(n: int = 6) -> tuple[CalibrationClip, ...]:
     return tuple(CalibrationClip(prepare_audio(u.audio), u.text) for u in utterances)
 
 
+@functools.lru_cache(maxsize=None)  # RTN baselines recur across method files: quantize each recipe once
 def quantized(model: str, method: str, w_bits: int, a_bits: int = 16, group_size: int = 64, **options) -> HFBackend:
     recipe = Recipe(model, method, w_bits, a_bits, group_size, calibration=SMALL_CALIBRATION, options=options)
     backend, _stats, _location = quantize(recipe)

@@ -20,6 +20,8 @@ from edgeasr.quant.recipe import CalibrationOptions, Recipe
 from edgeasr.zoo import fetch
 
 SMALL_CALIBRATION = CalibrationOptions(n_clips=8, concat=4, max_decoder_tokens=48)
+QUICK_CALIBRATION = CalibrationOptions(n_clips=2, concat=2, max_decoder_tokens=32)
+"""W8 needs little calibration: a few clips keep the end-to-end transcript checks cheap."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -36,8 +38,9 @@ def held_out_clips(n: int = 6) -> tuple[CalibrationClip, ...]:
 
 
 @functools.lru_cache(maxsize=None)  # RTN baselines recur across method files: quantize each recipe once
-def quantized(model: str, method: str, w_bits: int, a_bits: int = 16, group_size: int = 64, **options) -> HFBackend:
-    recipe = Recipe(model, method, w_bits, a_bits, group_size, calibration=SMALL_CALIBRATION, options=options)
+def quantized(model: str, method: str, w_bits: int, a_bits: int = 16, group_size: int = 64,
+              calibration: CalibrationOptions = SMALL_CALIBRATION, **options) -> HFBackend:
+    recipe = Recipe(model, method, w_bits, a_bits, group_size, calibration=calibration, options=options)
     backend, _stats, _location = quantize(recipe)
     return backend
 

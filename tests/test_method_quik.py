@@ -11,18 +11,11 @@ from edgeasr.quant.methods.quik import QUIKOptions, outlier_channels
 from edgeasr.quant.spec import QuantSpec, fake_quant_activation
 from edgeasr.registry import fetch_package, find_file
 from edgeasr.zoo.catalog import MOONSHINE_VOICE
-from edgeasr.quant.api import quantize
-from edgeasr.quant.recipe import CalibrationOptions, Recipe
-from quant_support import fp_backend, output_error, quantized
+from quant_support import QUICK_CALIBRATION, fp_backend, output_error, quantized
 
 MODEL = "moonshine-tiny"
 
 
-
-def quick_quantized(method: str, w_bits: int, a_bits: int = 16):
-    """W8 needs little calibration: a few clips keep the end-to-end check cheap."""
-    calibration = CalibrationOptions(n_clips=2, concat=2, max_decoder_tokens=32)
-    return quantize(Recipe(MODEL, method, w_bits, a_bits, calibration=calibration))[0]
 
 
 def test_registered():
@@ -77,4 +70,4 @@ def test_w3_output_error_below_rtn():
 def test_w8a8_keeps_beckett_transcript():
     beckett = find_file(fetch_package(MOONSHINE_VOICE), "assets/beckett.wav")
     reference = Engine(fp_backend(MODEL), "fp").transcribe(beckett).text
-    assert Engine(quick_quantized("quik", 8, 8), "quik-w8a8").transcribe(beckett).text == reference
+    assert Engine(quantized(MODEL, "quik", 8, 8, calibration=QUICK_CALIBRATION), "quik-w8a8").transcribe(beckett).text == reference

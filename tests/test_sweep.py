@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from edgeasr.bench.grid import Grid
-from edgeasr.bench.report import write_report
+from edgeasr.bench.quant import write_tables
+from edgeasr.bench.report import latest_rows, write_report
 from edgeasr.bench.sweep import read_rows, run_sweep
 from edgeasr.data import build_dataset
 from edgeasr.quant.methods import available_methods
@@ -61,6 +62,13 @@ def test_sweep_runs_resumes_records_failures_and_reports(grid_file, tmp_path):
     assert len(files.plots) == 3
     for plot in files.plots:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+
+    csv_path, md_path = write_tables(latest_rows(read_rows(results)), tmp_path / "quant")
+    assert len(csv_path.read_text().splitlines()) == 1 + len(rows)
+    table = md_path.read_text()
+    fp_wer = f"{fp['wer']:.2f}"
+    assert f"FP: {fp_wer}" in table and f"| rtn | {by_bits['w8a16']['wer']:.2f}" in table
+    assert "- W8A16 within +0.2 of FP: " in table and "- best W4A16 within +0.5 of FP: " in table
 
 
 def test_grid_rejects_bad_bit_settings(tmp_path):

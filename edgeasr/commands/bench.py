@@ -13,6 +13,7 @@ import importlib
 BENCHES: dict[str, str] = {
     "stream": "edgeasr.bench.stream:cli",
     "runtime": "edgeasr.bench.runtime:cli",
+    "quant": "edgeasr.bench.quant:cli",
 }
 
 

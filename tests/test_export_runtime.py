@@ -15,23 +15,20 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
-from onnx import numpy_helper
 
-from edgeasr.backends.hf import HFBackend
 from edgeasr.engine import Engine
 from edgeasr.errors import CheckpointError
 from edgeasr.export import ExportOptions, export_bundle
 from edgeasr.quant.api import load_or_quantize
 from edgeasr.quant.checkpoint import load_checkpoint
-from edgeasr.quant.layers import QuantLinear
 from edgeasr.registry import fetch_package, find_file
 from edgeasr.runtime import OnnxBackend
 from edgeasr.runtime.bundle import META, content_hash, file_sha256, read_bundle
 from edgeasr.runtime.features import LogMelSettings, whisper_log_mel
 from edgeasr.zoo.catalog import MOONSHINE_VOICE
+from export_support import assert_bundle_holds_codes, checkpoint_backend
 
 CASES = [("moonshine-tiny", 8), ("moonshine-tiny", 4), ("whisper-tiny.en", 8), ("whisper-tiny.en", 4)]
 
@@ -72,11 +69,7 @@ def test_log_mel_matches_whisper_feature_extractor(speech_clips):
 @pytest.mark.parametrize("model,bits", CASES)
 def test_bundle_matches_fake_quant_model(bundles, speech_clips, model, bits):
     checkpoint, bundle = bundles[model, bits]
-    torch_model, processor_dir, _ = load_checkpoint(checkpoint)
-    from transformers import AutoFeatureExtractor, AutoTokenizer
-
-    reference = HFBackend(torch_model, AutoFeatureExtractor.from_pretrained(processor_dir),
-                          AutoTokenizer.from_pretrained(processor_dir), str(checkpoint))
+    reference = checkpoint_backend(checkpoint)
     runtime = OnnxBackend.load(bundle)
     audio = speech_clips["beckett"]
     prompt = list(reference.settings.prompt)
@@ -94,29 +87,8 @@ def test_bundle_matches_fake_quant_model(bundles, speech_clips, model, bits):
 
 @pytest.mark.parametrize("model,bits", [("moonshine-tiny", 4), ("whisper-tiny.en", 8)])
 def test_bundle_holds_the_checkpoints_codes(bundles, model, bits):
-    from edgeasr.export.packing import PackedWeight, unpack
-
     checkpoint, bundle = bundles[model, bits]
-    torch_model, _, _ = load_checkpoint(checkpoint)
-    meta = read_bundle(bundle).data
-    graphs = {g: {t.name: numpy_helper.to_array(t) for t in onnx.load(bundle / f).graph.initializer}
-              for g, f in meta["graphs"].items()}
-    layers = {n: m for n, m in torch_model.named_modules() if isinstance(m, QuantLinear)}
-    assert set(layers) == set(meta["weights"]["layers"])
-    for name, layer in layers.items():
-        record = meta["weights"]["layers"][name]
-        inits = graphs[record["graph"]]
-        node = record["node"]
-        data, scales = inits[f"{node}.B"], inits[f"{node}.scales"]
-        packed = PackedWeight(record["bits"], record["storage_bits"], record["block_size"], record["k"], record["n"],
-                              data, scales.reshape(record["n"], -1), np.zeros(0, np.uint8))
-        assert np.array_equal(unpack(packed), layer.codes.numpy()), name
-        assert np.array_equal(scales.reshape(layer.scale.shape), layer.scale.numpy()), name
-        zeros = np.unpackbits(inits[f"{node}.zero_points"][:, None], axis=1, bitorder="little")
-        width = record["storage_bits"]
-        per_row = -(-layer.zero.shape[1] * width // 8)
-        values = zeros.reshape(record["n"], per_row * 8 // width, width) @ (1 << np.arange(width))
-        assert np.array_equal(values[:, : layer.zero.shape[1]], layer.zero.numpy()), name
+    assert_bundle_holds_codes(load_checkpoint(checkpoint)[0], bundle)
 
 
 def _resident_mb(bundle: Path) -> float:

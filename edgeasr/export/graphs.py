@@ -37,6 +37,13 @@ class LinearStandIn(nn.Module):
         delta = layer.dequantized_weight() - grid if layer.sparse_val is not None else None
         self.sparse_delta_t = None if delta is None else nn.Parameter(delta.T.contiguous(), requires_grad=False)
         self.hadamard = hadamard_matrix(layer.in_features) if layer.hadamard else None
+        # FP outlier channels (QUIK) are zeroed before the packed matmul, as QuantLinear does before its
+        # activation grid: MatMulNBits quantizes its input to int8 per block, and an outlier left in would
+        # stretch its block's grid (their weight codes sit at the zero point, so only the grid changes).
+        keep = None
+        if layer.outlier_idx is not None:
+            keep = torch.ones(layer.in_features).index_fill(0, layer.outlier_idx, 0.0)
+        self.register_buffer("outlier_mask", keep)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         layer = self.layer
@@ -46,11 +53,15 @@ class LinearStandIn(nn.Module):
             x = x / layer.in_scale
         if self.hadamard is not None:
             x = x @ self.hadamard
+        outliers = None
+        if layer.outlier_idx is not None:
+            outliers = torch.matmul(x[..., layer.outlier_idx], layer.outlier_weight.T)
+            x = x * self.outlier_mask
         y = torch.matmul(x, self.qweight_t)
         if self.sparse_delta_t is not None:
             y = y + torch.matmul(x, self.sparse_delta_t)
-        if layer.outlier_idx is not None:
-            y = y + torch.matmul(x[..., layer.outlier_idx], layer.outlier_weight.T)
+        if outliers is not None:
+            y = y + outliers
         return y if layer.bias is None else y + layer.bias
 
 
@@ -241,7 +252,7 @@ def trace_key(model: nn.Module) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-VERSION = 1
+VERSION = 2
 """Bump when the traced modules change, so cached traces of the old shape are not reused."""
 
 

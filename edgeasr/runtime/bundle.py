@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,15 +62,33 @@ class BundleMeta:
 
 
 def unpack_archive(archive: Path, cache: Path) -> Path:
-    """Extract a bundle archive once into `cache/<archive name>`; return the directory."""
-    target = cache / archive.name.removesuffix(ARCHIVE_SUFFIX)
+    """Extract a bundle archive once into `cache/<archive name>-<archive sha256>`; return the directory.
+
+    Keyed by the archive's bytes, so a re-exported or damaged archive of the same name never reuses an
+    older extraction. Extracted into a temporary sibling and verified before it is renamed into place:
+    a truncated, corrupted or foreign archive is refused and leaves nothing in the cache.
+    """
+    target = cache / f"{archive.name.removesuffix(ARCHIVE_SUFFIX)}-{file_sha256(archive)[:16]}"
     if (target / META).exists():
         return target
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache))
     try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(target, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        raise CheckpointError(f"{archive} is not a readable bundle archive: {exc}") from exc
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            raise CheckpointError(f"{archive} is not a readable bundle archive: {exc}") from exc
+        try:
+            read_bundle(tmp)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{archive} holds a damaged bundle: {exc}") from exc
+        try:
+            tmp.rename(target)
+        except OSError:  # another process extracted the same archive meanwhile: keep its copy
+            if not (target / META).exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -15,6 +15,7 @@ BENCHES: dict[str, str] = {
     "runtime": "edgeasr.bench.runtime:cli",
     "quant": "edgeasr.bench.quant:cli",
     "server": "edgeasr.bench.server:cli",
+    "kernels": "edgeasr.bench.kernels:cli",
 }
 
 

@@ -34,11 +34,15 @@ zoo: setup
 test: zoo
 	$(PYTHON) -m pytest -q
 
+STREAM_MODELS := $(foreach m,moonshine-tiny moonshine-base whisper-tiny.en,$(m) $(m)@rtn-w8 $(m)@rtn-w4)
+
 # Timings first (they want an idle machine), then the study sweep stage by stage (resumable), then tables.
 bench: zoo
 	edgeasr bench runtime
-	edgeasr bench stream --minutes 10
-	edgeasr bench server
+	edgeasr bench kernels
+	edgeasr bench stream --minutes 10 --out bench/results/stream-10min
+	edgeasr bench stream --minutes 2 --out bench/results/stream-2min --models $(STREAM_MODELS)
+	edgeasr bench server --soak-minutes 10
 	for grid in bench/grids/stages/*.toml; do edgeasr sweep $$grid --results bench/results/full.jsonl || exit 1; done
 	edgeasr bench quant --no-run
 	edgeasr report bench/results/full.jsonl --out bench/results

@@ -45,4 +45,4 @@ bench: zoo
 	edgeasr bench server --soak-minutes 10
 	for grid in bench/grids/stages/*.toml; do edgeasr sweep $$grid --results bench/results/full.jsonl || exit 1; done
 	edgeasr bench quant --no-run
-	edgeasr report bench/results/full.jsonl --out bench/results
+	edgeasr report bench/results/full.jsonl --out bench/results --readme README.md

@@ -8,9 +8,10 @@ import pytest
 
 from edgeasr.bench.grid import Grid
 from edgeasr.bench.quant import write_tables
-from edgeasr.bench.report import latest_rows, write_report
+from edgeasr.bench.report import README_END, README_START, latest_rows, update_readme, write_report
 from edgeasr.bench.sweep import read_rows, run_sweep
 from edgeasr.data import build_dataset
+from edgeasr.errors import EdgeASRError
 from edgeasr.quant.methods import available_methods
 
 SECOND_METHOD = next((m for m in ("hqq", "gptq", "awq") if m in available_methods()), None)
@@ -69,6 +70,18 @@ def test_sweep_runs_resumes_records_failures_and_reports(grid_file, tmp_path):
     fp_wer = f"{fp['wer']:.2f}"
     assert f"FP: {fp_wer}" in table and f"| rtn | {by_bits['w8a16']['wer']:.2f}" in table
     assert "- W8A16 within +0.2 of FP: " in table and "- best W4A16 within +0.5 of FP: " in table
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START.format(dataset='asterisk-en')}\nstale\n{README_END}\noutro\n")
+    update_readme(readme, results)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{README_END}\noutro\n") and "stale" not in text
+    assert "<summary>moonshine-tiny" in text and "| rtn | " in text and f"{by_bits['w4a16']['wer']:.2f}" in text
+    update_readme(readme, results)
+    assert readme.read_text() == text  # refreshing twice changes nothing
+    readme.write_text("no markers here")
+    with pytest.raises(EdgeASRError, match="no block to update"):
+        update_readme(readme, results)
 
 
 def test_grid_rejects_bad_bit_settings(tmp_path):

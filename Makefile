@@ -6,7 +6,7 @@ PIP := $(PYTHON) -m pip
 APT_PACKAGES := libportaudio2 chromium flite festival festvox-us-slt-hts codec2-examples
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps python-deps assets zoo demo test bench
+.PHONY: setup system-deps python-deps assets zoo demo test bench aarch64-check
 
 system-deps:
 	@if command -v apt-get >/dev/null; then \
@@ -33,6 +33,12 @@ zoo: setup
 
 test: zoo
 	$(PYTHON) -m pytest -q
+
+# The edge profile under an emulated Raspberry Pi 5 (qemu-user + a Debian arm64 root): ~6 min.
+aarch64-check: zoo
+	@if command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq qemu-user-static debootstrap >/dev/null; fi
+	$(SUDO) scripts/aarch64_check.sh
 
 STREAM_MODELS := $(foreach m,moonshine-tiny moonshine-base whisper-tiny.en,$(m) $(m)@rtn-w8 $(m)@rtn-w4)
 

@@ -271,7 +271,9 @@ def run(options: ServerBenchOptions) -> dict:
 
 def write(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "server_bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    from edgeasr.bench.cell import scrub  # results are shared files: no machine paths in them
+
+    (out / "server_bench.json").write_text(scrub(json.dumps(report, indent=2)) + "\n")
     opts, host = report["options"], report["host"]
     lines = ["# Streaming server capacity", "",
              f"Server pinned to {opts['cores']} cores (`taskset`), clients replaying real speech at real-time speed "
@@ -294,7 +296,7 @@ def write(report: dict, out: Path) -> None:
                   f"RSS {s['rss_mb'][0][1]} → {s['rss_mb'][-1][1]} MB; growth after the first minute "
                   f"**{s['rss_growth_pct']} %**; finals {s['finals']}, p95 {s['p95_ms']} ms, "
                   f"dropped {s['dropped_seconds']} s, errors {s['errors'] or 'none'}."]
-    (out / "server_bench.md").write_text("\n".join(lines) + "\n")
+    (out / "server_bench.md").write_text(scrub("\n".join(lines)) + "\n")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -143,8 +143,10 @@ def run_stream_bench(models: list[str], out_dir: Path, minutes: float = 10.0, op
     # Runs with non-default session options keep their own files instead of replacing the default ones.
     name = "stream" if options == SessionOptions() else f"stream-hangover{options.vad.hangover_ms}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / f"{name}.md").write_text(_markdown(report))
+    from edgeasr.bench.cell import scrub  # results are shared files: no machine paths in them
+
+    (out_dir / f"{name}.json").write_text(scrub(json.dumps(report, indent=2)) + "\n")
+    (out_dir / f"{name}.md").write_text(scrub(_markdown(report)))
     return report
 
 

@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeASRError as exc:
         print(f"edgeasr-listen: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # a second Ctrl-C: quit without completing
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the input was opened: quit without completing
         return 130
 
 

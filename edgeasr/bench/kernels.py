@@ -44,12 +44,11 @@ def _timed(call: Callable[[], object], repeats: int) -> float:
 
 
 def _ort_candidates(w, x, threads: int) -> dict[str, Callable[[], object]]:
-    import numpy as np
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     from edgeasr.export.packing import pack_quantized
-    from edgeasr.export.rewrite import MS_DOMAIN
+    from edgeasr.export.rewrite import MS_DOMAIN, _packed_initializers  # the initializers bundles get
     from edgeasr.quant.spec import QuantSpec, quantize_weight, weight_qparams
 
     n, k = w.shape
@@ -70,11 +69,9 @@ def _ort_candidates(w, x, threads: int) -> dict[str, Callable[[], object]]:
         spec = QuantSpec(bits, symmetric=False, granularity="group", group_size=BLOCK)
         scale, zero = weight_qparams(w, spec)
         packed = pack_quantized(quantize_weight(w, scale, zero, spec), scale, zero, spec)
-        inits = [numpy_helper.from_array(packed.data, "B"), numpy_helper.from_array(packed.scales.reshape(-1), "s"),
-                 numpy_helper.from_array(packed.packed_zero_points().reshape(-1).astype(np.uint8), "z")]
-        node = helper.make_node("MatMulNBits", ["x", "B", "s", "z"], ["y"], domain=MS_DOMAIN, K=k, N=n, bits=bits,
-                                block_size=BLOCK, accuracy_level=4)
-        candidates[f"ort MatMulNBits W{bits}"] = session(node, inits)
+        node = helper.make_node("MatMulNBits", ["x", "w.B", "w.scales", "w.zero_points"], ["y"], domain=MS_DOMAIN,
+                                K=k, N=n, bits=bits, block_size=BLOCK, accuracy_level=4)
+        candidates[f"ort MatMulNBits W{bits}"] = session(node, _packed_initializers("w", packed))
     return candidates
 
 

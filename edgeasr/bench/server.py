@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeasr.audio import SAMPLE_RATE
+from edgeasr.bench.cell import scrub  # result files are shared: no machine paths in them
 
 log = logging.getLogger(__name__)
 PAD_S = 0.15  # SessionOptions.final_pad_ms: a final's `end` lies this far after the end of speech
@@ -271,8 +272,6 @@ def run(options: ServerBenchOptions) -> dict:
 
 def write(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    from edgeasr.bench.cell import scrub  # results are shared files: no machine paths in them
-
     (out / "server_bench.json").write_text(scrub(json.dumps(report, indent=2)) + "\n")
     opts, host = report["options"], report["host"]
     lines = ["# Streaming server capacity", "",

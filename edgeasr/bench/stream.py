@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeasr.bench.cell import scrub  # result files are shared: no machine paths in them
+
 log = logging.getLogger(__name__)
 
 CHUNK_MS = 100
@@ -143,8 +145,6 @@ def run_stream_bench(models: list[str], out_dir: Path, minutes: float = 10.0, op
     # Runs with non-default session options keep their own files instead of replacing the default ones.
     name = "stream" if options == SessionOptions() else f"stream-hangover{options.vad.hangover_ms}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    from edgeasr.bench.cell import scrub  # results are shared files: no machine paths in them
-
     (out_dir / f"{name}.json").write_text(scrub(json.dumps(report, indent=2)) + "\n")
     (out_dir / f"{name}.md").write_text(scrub(_markdown(report)))
     return report

@@ -74,13 +74,15 @@ def bench_one(spec: str, audio: np.ndarray, options) -> dict:
     engine = load_engine(spec)
     session = StreamingSession(engine, options)
     chunk = SAMPLE_RATE * CHUNK_MS // 1000
-    costs, finals = [], []
+    costs, finals, rss_per_minute = [], [], []
     rss_start = _rss_mb()
     for i in tqdm(range(0, audio.size, chunk), desc=f"stream {spec}", unit="chunk"):
         start = time.perf_counter()
         events = session.accept(audio[i:i + chunk])
         costs.append(time.perf_counter() - start)
         finals += [e for e in events if isinstance(e, LineCompleted)]
+        if len(costs) % 600 == 0:
+            rss_per_minute.append(round(_rss_mb(), 1))
     finals += [e for e in session.finish() if isinstance(e, LineCompleted)]
     per_minute = [1000 * float(np.mean(costs[m:m + 600])) for m in range(0, len(costs), 600)]
     latency = [e.latency_ms for e in finals]
@@ -95,7 +97,7 @@ def bench_one(spec: str, audio: np.ndarray, options) -> dict:
         "partial_decodes": session.partial_decodes, "skipped_partials": session.skipped_partials,
         "chunk_ms_per_minute": [round(m, 2) for m in per_minute],
         "chunk_cost_growth": per_minute[-1] / per_minute[0] if len(per_minute) > 1 else None,
-        "rss_mb": {"start": round(rss_start, 1), "end": round(_rss_mb(), 1)},
+        "rss_mb": {"start": round(rss_start, 1), "end": round(_rss_mb(), 1), "per_minute": rss_per_minute},
         "options": {"hangover_ms": options.vad.hangover_ms, "partial_interval": options.partial_interval,
                     "final_pad_ms": options.final_pad_ms, "chunk_ms": CHUNK_MS},
     }
@@ -103,7 +105,7 @@ def bench_one(spec: str, audio: np.ndarray, options) -> dict:
 
 def _markdown(report: dict) -> str:
     rows = ["| model | audio | lines | latency median / p95 (ms) | after VAD decision median / p95 (ms) | "
-            "RTF | partials done / skipped | chunk cost growth (last/first min) | RSS MB start → end |",
+            "RTF | partials done / skipped | chunk cost growth (last/first min) | RSS MB start → 1 min → end |",
             "|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         growth = f"{r['chunk_cost_growth']:.2f}" if r["chunk_cost_growth"] else "n/a"
@@ -111,7 +113,8 @@ def _markdown(report: dict) -> str:
                     f"{r['latency_ms']['median']} / {r['latency_ms']['p95']} | "
                     f"{r['finalize_ms']['median']} / {r['finalize_ms']['p95']} | {r['rtf']:.3f} | "
                     f"{r['partial_decodes']} / {r['skipped_partials']} | {growth} | "
-                    f"{r['rss_mb']['start']} → {r['rss_mb']['end']} |")
+                    f"{r['rss_mb']['start']} → {(r['rss_mb']['per_minute'] or ['n/a'])[0]} → "
+                    f"{r['rss_mb']['end']} |")
     m = report["machine"]
     busy = max(m["load_before"], m["load_after"]) > m["cpus"]
     warning = ["**The machine was busy (load average above its CPU count): other processes shared the CPUs, "

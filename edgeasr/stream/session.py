@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeasr.audio import SAMPLE_RATE
+from edgeasr.heap import release_free_heap
 from edgeasr.stream.events import Event, LineChanged, LineCompleted, LineStarted
 from edgeasr.stream.vad import SpeechEnd, SpeechStart, VADOptions, VADSegmenter
 
@@ -271,6 +272,8 @@ class StreamingSession:
             line.line_id, line.start / SAMPLE_RATE, end / SAMPLE_RATE, text, " ".join(line.committed),
             latency_ms=1000 * (now - speech_end / SAMPLE_RATE), finalize_ms=1000 * (now - decided_at / SAMPLE_RATE),
             decode_ms=1000 * seconds, cost=transcript.cost))
+        # After the latency is taken: a line's decodes leave the most fragmented heap behind.
+        release_free_heap()
         return events
 
     # -- audio buffer ---------------------------------------------------------------------------

@@ -99,7 +99,8 @@ def bench_one(spec: str, audio: np.ndarray, options) -> dict:
         "chunk_cost_growth": per_minute[-1] / per_minute[0] if len(per_minute) > 1 else None,
         "rss_mb": {"start": round(rss_start, 1), "end": round(_rss_mb(), 1), "per_minute": rss_per_minute},
         "options": {"hangover_ms": options.vad.hangover_ms, "partial_interval": options.partial_interval,
-                    "final_pad_ms": options.final_pad_ms, "chunk_ms": CHUNK_MS},
+                    "final_pad_ms": options.final_pad_ms, "chunk_ms": CHUNK_MS,
+                    "release_heap": options.release_heap},
     }
 
 
@@ -146,7 +147,11 @@ def run_stream_bench(models: list[str], out_dir: Path, minutes: float = 10.0, op
                     "load_after": round(os.getloadavg()[0], 2)},
     }
     # Runs with non-default session options keep their own files instead of replacing the default ones.
-    name = "stream" if options == SessionOptions() else f"stream-hangover{options.vad.hangover_ms}"
+    name = "stream"
+    if options.vad != SessionOptions().vad:
+        name += f"-hangover{options.vad.hangover_ms}"
+    if not options.release_heap:
+        name += "-keep-heap"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(scrub(json.dumps(report, indent=2)) + "\n")
     (out_dir / f"{name}.md").write_text(scrub(_markdown(report)))
@@ -158,13 +163,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model specs: zoo name, or name@method-wN for a quantized one (e.g. moonshine-tiny@rtn-w4)")
     p.add_argument("--minutes", type=float, default=10.0, help="length of the replay (default 10)")
     p.add_argument("--hangover-ms", type=int, help="VAD hangover (default: VADOptions.hangover_ms)")
+    p.add_argument("--keep-heap", action="store_true",
+                   help="do not return freed heap to the OS after each line (the RSS-growth comparison)")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for stream.json / stream.md")
 
 
 def cli(args: argparse.Namespace) -> int:
     from edgeasr.stream import SessionOptions, VADOptions
 
-    options = SessionOptions(vad=VADOptions(hangover_ms=args.hangover_ms)) if args.hangover_ms else None
+    vad = VADOptions(hangover_ms=args.hangover_ms) if args.hangover_ms else VADOptions()
+    options = SessionOptions(vad=vad, release_heap=not args.keep_heap)
     report = run_stream_bench(args.models, args.out, args.minutes, options)
     print(_markdown(report))
     return 0

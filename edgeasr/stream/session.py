@@ -73,6 +73,8 @@ class SessionOptions:
     """Lines with less voiced audio are never decoded: breaths and clicks decode to "You" with high confidence."""
     first_partial_ms: int = 600
     """Voiced audio before the first partial; shorter audio mostly decodes to junk that would flicker."""
+    release_heap: bool = True
+    """Return freed heap memory to the OS after each line (glibc): keeps a long stream's RSS flat."""
 
 
 _NORM_RE = re.compile(r"[^\w']+")
@@ -273,7 +275,8 @@ class StreamingSession:
             latency_ms=1000 * (now - speech_end / SAMPLE_RATE), finalize_ms=1000 * (now - decided_at / SAMPLE_RATE),
             decode_ms=1000 * seconds, cost=transcript.cost))
         # After the latency is taken: a line's decodes leave the most fragmented heap behind.
-        release_free_heap()
+        if self.options.release_heap:
+            release_free_heap()
         return events
 
     # -- audio buffer ---------------------------------------------------------------------------

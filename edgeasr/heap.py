@@ -4,23 +4,23 @@ A streaming process decodes audio of a different length for every partial and fi
 ONNX Runtime and numpy allocate buffers of ever-changing sizes. glibc's allocator keeps the freed
 pages of its arenas for reuse, and with varying sizes they fragment: resident memory of a 10-minute
 stream kept climbing (moonshine-tiny: 496 → 953 MB) although nothing leaked; trimming after each
-line holds it flat (bench/results/stream-10min). Other C libraries (musl, macOS) have no
+line holds it flat (bench/results/stream-10min). Other C libraries (musl, macOS, Windows) have no
 `malloc_trim` and return memory their own way, so there this is a no-op.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
+import os
 
 
 @functools.cache
 def _malloc_trim():
-    name = ctypes.util.find_library("c")
-    if name is None:
+    if os.name != "posix":
         return None
-    return getattr(ctypes.CDLL(name), "malloc_trim", None)
+    # The process's own symbols: libc is loaded already, no library search needed on the streaming path.
+    return getattr(ctypes.CDLL(None), "malloc_trim", None)
 
 
 def release_free_heap() -> bool:

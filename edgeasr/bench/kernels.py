@@ -48,7 +48,7 @@ def _ort_candidates(w, x, threads: int) -> dict[str, Callable[[], object]]:
     from onnx import TensorProto, helper, numpy_helper
 
     from edgeasr.export.packing import pack_quantized
-    from edgeasr.export.rewrite import MS_DOMAIN, _packed_initializers  # the initializers bundles get
+    from edgeasr.export.rewrite import MS_DOMAIN, packed_initializers
     from edgeasr.quant.spec import QuantSpec, quantize_weight, weight_qparams
 
     n, k = w.shape
@@ -71,7 +71,7 @@ def _ort_candidates(w, x, threads: int) -> dict[str, Callable[[], object]]:
         packed = pack_quantized(quantize_weight(w, scale, zero, spec), scale, zero, spec)
         node = helper.make_node("MatMulNBits", ["x", "w.B", "w.scales", "w.zero_points"], ["y"], domain=MS_DOMAIN,
                                 K=k, N=n, bits=bits, block_size=BLOCK, accuracy_level=4)
-        candidates[f"ort MatMulNBits W{bits}"] = session(node, _packed_initializers("w", packed))
+        candidates[f"ort MatMulNBits W{bits}"] = session(node, packed_initializers("w", packed))
     return candidates
 
 

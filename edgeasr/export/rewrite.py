@@ -40,7 +40,7 @@ def rewrite_graph(model: onnx.ModelProto, packed: dict[str, PackedWeight | None]
                 nodes.append(node)
                 continue
             drop.add(node.input[1])
-            new_inits += _packed_initializers(layer, weight)
+            new_inits += packed_initializers(layer, weight)
             nodes.append(helper.make_node(
                 "MatMulNBits", [node.input[0], f"{layer}.B", f"{layer}.scales", f"{layer}.zero_points"],
                 list(node.output), name=f"{layer}.matmul_nbits", domain=MS_DOMAIN, K=weight.k, N=weight.n,
@@ -61,7 +61,8 @@ def rewrite_graph(model: onnx.ModelProto, packed: dict[str, PackedWeight | None]
     return done
 
 
-def _packed_initializers(layer: str, weight: PackedWeight) -> list[onnx.TensorProto]:
+def packed_initializers(layer: str, weight: PackedWeight) -> list[onnx.TensorProto]:
+    """MatMulNBits' B / scales / zero_points initializers of one packed weight, named after `layer`."""
     return [numpy_helper.from_array(weight.data, f"{layer}.B"),
             numpy_helper.from_array(weight.scales.reshape(-1), f"{layer}.scales"),
             numpy_helper.from_array(weight.packed_zero_points().reshape(-1), f"{layer}.zero_points")]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from demo.engines import FP, EngineKey, warm_up
-from demo.tabs import ab, live, study
+from .engines import FP, EngineKey, warm_up
+from .tabs import ab, live, study
 
 DEFAULT_MODEL = "moonshine-tiny"
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "bench" / "results"

@@ -15,7 +15,7 @@ from edgeasr.audio import SAMPLE_RATE, prepare_audio
 from edgeasr.engine import Engine
 from edgeasr.stream import LineChanged, LineCompleted, LineStarted, SessionOptions, StreamingSession
 
-from demo.engines import EngineKey
+from .engines import EngineKey
 
 EMPTY_TRANSCRIPT = "*(listening: speak, or stream a sample clip)*"
 

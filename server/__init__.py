@@ -1,9 +1,9 @@
 """WebSocket streaming server for edgeasr: one shared Engine per model, one StreamingSession per connection.
 
 Run it with `edgeasr-server` (see server/README.md for the protocol); build an app in-process with
-`server.app.create_app(ServerOptions(...))`.
+`edgeasr.server.app.create_app(ServerOptions(...))`.
 """
 
-from server.options import ServerOptions
+from .options import ServerOptions
 
 __all__ = ["ServerOptions"]

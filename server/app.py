@@ -15,11 +15,11 @@ from fastapi import FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import JSONResponse
 
 from edgeasr.errors import EdgeASRError
-from server.connection import Connection
-from server.engines import EngineHub
-from server.metrics import Metrics
-from server.options import ServerOptions
-from server.protocol import ProtocolError, StreamConfig
+from .connection import Connection
+from .engines import EngineHub
+from .metrics import Metrics
+from .options import ServerOptions
+from .protocol import ProtocolError, StreamConfig
 
 log = logging.getLogger(__name__)
 STREAM_PATH = "/v1/stream"

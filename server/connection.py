@@ -21,10 +21,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from edgeasr.audio import SAMPLE_RATE
 from edgeasr.stream import LineCompleted, SessionOptions, StreamingSession
-from server.engines import EngineHub
-from server.metrics import Metrics, percentiles
-from server.options import ServerOptions
-from server.protocol import ProtocolError, Resampler, StreamConfig, decode_frame
+from .engines import EngineHub
+from .metrics import Metrics, percentiles
+from .options import ServerOptions
+from .protocol import ProtocolError, Resampler, StreamConfig, decode_frame
 
 log = logging.getLogger(__name__)
 _END = object()

@@ -21,9 +21,9 @@ import soxr
 
 from edgeasr.audio import SAMPLE_RATE
 
-from demo.engines import FP, EngineKey, get_engine
-from demo.study import load_results
-from demo.tabs import live
+from edgeasr.demo.engines import FP, EngineKey, get_engine
+from edgeasr.demo.study import load_results
+from edgeasr.demo.tabs import live
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -86,7 +86,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def app_url():
-    from demo.app import build_app
+    from edgeasr.demo.app import build_app
 
     # Loaded (and quantized, once per cache) up front so the browser waits only for decoding.
     for key in (EngineKey.of(MODEL, FP, 16), EngineKey.of(MODEL, "rtn", 2), EngineKey.of(MODEL, "rtn", 8)):

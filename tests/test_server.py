@@ -24,9 +24,9 @@ from edgeasr.metrics.wer import normalize, utterance_wer  # noqa: E402
 from edgeasr.registry import fetch_package, find_file  # noqa: E402
 from edgeasr.stream import SessionOptions, StreamingSession  # noqa: E402
 from edgeasr.zoo.catalog import MOONSHINE_VOICE  # noqa: E402
-from server.app import STREAM_PATH, create_app  # noqa: E402
-from server.options import ServerOptions  # noqa: E402
-from server.protocol import CLOSE_CODES  # noqa: E402
+from edgeasr.server.app import STREAM_PATH, create_app  # noqa: E402
+from edgeasr.server.options import ServerOptions  # noqa: E402
+from edgeasr.server.protocol import CLOSE_CODES  # noqa: E402
 from listen_support import interrupt_after_first_partial, long_speech  # noqa: E402
 
 TOKEN = "test-token"

@@ -10,12 +10,12 @@ import numpy as np
 from edgeasr.metrics.wer import normalize, utterance_wer
 from edgeasr.stream import SessionOptions
 
-from demo.diff import COLOR_MAP, word_diff
-from demo.engines import BIT_CHOICES, FP, EngineKey, bits_picker_props, get_engine, method_choices, model_choices
-from demo.feedback import user_errors
-from demo.readouts import comparison_table, readout
-from demo.samples import sample_clips
-from demo.streaming import Transcriber, replay
+from ..diff import COLOR_MAP, word_diff
+from ..engines import BIT_CHOICES, FP, EngineKey, bits_picker_props, get_engine, method_choices, model_choices
+from ..feedback import user_errors
+from ..readouts import comparison_table, readout
+from ..samples import sample_clips
+from ..streaming import Transcriber, replay
 
 OWN_AUDIO = "(your own recording or upload)"
 AB_OPTIONS = SessionOptions(partials=False)

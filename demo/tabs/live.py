@@ -9,11 +9,11 @@ import numpy as np
 
 from edgeasr.audio import SAMPLE_RATE, prepare_audio
 
-from demo.engines import BIT_CHOICES, FP, EngineKey, bits_picker_props, get_engine, method_choices, model_choices
-from demo.feedback import user_errors
-from demo.readouts import readout, single_table
-from demo.samples import sample_clips
-from demo.streaming import EMPTY_TRANSCRIPT, Transcriber
+from ..engines import BIT_CHOICES, FP, EngineKey, bits_picker_props, get_engine, method_choices, model_choices
+from ..feedback import user_errors
+from ..readouts import readout, single_table
+from ..samples import sample_clips
+from ..streaming import EMPTY_TRANSCRIPT, Transcriber
 
 SAMPLE_CHUNK_SECONDS = 0.25
 """Chunk size of a replayed sample: close to what a browser microphone delivers."""

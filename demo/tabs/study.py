@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from demo.study import StudyResults, load_results
+from ..study import StudyResults, load_results
 
 NO_RESULTS = ("**No sweep results yet** in `{root}`. Run the study (`make bench`, or `edgeasr sweep` then "
               "`edgeasr report`) and press *Reload*; the table and plots appear here.")

@@ -82,7 +82,7 @@ class ServerProcess:
         sock.close()
         self.token = secrets.token_hex(8)
         flag = ["--recipe", target] if target.count(":") == 2 else ["--model", target]
-        cmd = [sys.executable, "-m", "server.app", "--host", "127.0.0.1", "--port", str(self.port), *flag,
+        cmd = [sys.executable, "-m", "edgeasr.server.app", "--host", "127.0.0.1", "--port", str(self.port), *flag,
                "--no-lazy-zoo", "--max-clients", str(max_clients), "--workers", str(max(1, cores or os.cpu_count())),
                "--idle-timeout", "30", "--log-level", "warning"]
         if cores and shutil.which("taskset") and (os.cpu_count() or 1) >= cores:

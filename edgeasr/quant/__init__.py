@@ -1,0 +1,1 @@
+"""Post-training quantization: recipes, the shared calibration walk, the methods and the quantized layers."""

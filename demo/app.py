@@ -9,12 +9,14 @@ from pathlib import Path
 
 import gradio as gr
 
+from edgeasr.paths import package_data
+
 from .engines import FP, EngineKey, warm_up
 from .tabs import ab, live, study
 
 DEFAULT_MODEL = "moonshine-tiny"
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "bench" / "results"
-"""The sweep writes here (the repository's `bench/results/`)."""
+RESULTS_DIR = package_data("edgeasr.results")
+"""The study's results, shipped with the package (the repository's `bench/results/`, where the sweep writes)."""
 
 INTRO = """# edgeasr: what do you lose, and what do you gain, at 4 bits?
 Quantized Whisper and Moonshine on a CPU, with the cost of every utterance: latency, real-time factor,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 
 ENV_VAR = "EDGEASR_CACHE"
@@ -23,3 +24,11 @@ def cache_dir(kind: str) -> Path:
     path = cache_root() / kind
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def package_data(package: str) -> Path:
+    """The folder of a data package shipped in the wheel (`edgeasr.recipes`, `edgeasr.results`).
+
+    From a source checkout (editable install) this is the repository folder the package is mapped to.
+    """
+    return Path(str(files(package)))

@@ -102,11 +102,10 @@ def _cost_fields(report, engine) -> dict:
 
 
 def scrub(text: str) -> str:
-    """Replace this machine's cache, checkout and home folders in a message: results are shared files."""
+    """Replace this machine's cache, working and home folders in a message: results are shared files."""
     from edgeasr.paths import cache_root
 
-    repo = Path(__file__).resolve().parents[2]
-    for folder, name in ((cache_root(), "$EDGEASR_CACHE"), (repo, "<repo>"), (Path.home(), "~")):
+    for folder, name in ((cache_root(), "$EDGEASR_CACHE"), (Path.cwd(), "<cwd>"), (Path.home(), "~")):
         text = text.replace(str(folder), name)
     return text
 

@@ -88,7 +88,7 @@ class ServerProcess:
         if cores and shutil.which("taskset") and (os.cpu_count() or 1) >= cores:
             cmd = ["taskset", "-c", f"0-{cores - 1}", *cmd]
         env = {**os.environ, "EDGEASR_SERVER_TOKEN": self.token}
-        self.proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).resolve().parents[2])
+        self.proc = subprocess.Popen(cmd, env=env)
         self._wait_ready(timeout=900)  # first use of a recipe quantizes it
 
     def _wait_ready(self, timeout: float) -> None:

@@ -7,8 +7,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edgeasr.errors import QuantizationError
+from edgeasr.paths import package_data
 
-RECIPE_DIR = Path(__file__).resolve().parents[2] / "models" / "recipes"
+RECIPE_DIR = package_data("edgeasr.recipes")
+"""The shipped recipes (`models/recipes/` in the repository): `--recipe NAME` finds NAME.toml here."""
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,9 @@ class Recipe:
     @classmethod
     def from_toml(cls, path: str | Path) -> "Recipe":
         path = Path(path)
-        if not path.exists() and (RECIPE_DIR / f"{path.name}.toml").exists():
-            path = RECIPE_DIR / f"{path.name}.toml"
+        shipped = RECIPE_DIR / f"{path.name.removesuffix('.toml')}.toml"
+        if not path.exists() and shipped.exists():
+            path = shipped
         try:
             return cls.from_dict(tomllib.loads(path.read_text()))
         except (OSError, tomllib.TOMLDecodeError) as exc:

@@ -1,0 +1,1 @@
+"""Recipes shipped with edgeasr (package data `edgeasr.recipes`): `edgeasr quantize --recipe NAME`."""

@@ -41,6 +41,26 @@ def whisper_log_mel(audio: np.ndarray, filters: np.ndarray, settings: LogMelSett
     return ((log_spec + 4.0) / 4.0).T[None].astype(np.float32)
 
 
+def slaney_mel_filters(n_fft: int = 400, n_mels: int = 80, sample_rate: int = 16000) -> np.ndarray:
+    """Whisper's mel filter bank [n_fft // 2 + 1, n_mels]: Slaney scale and area normalisation, 0 Hz to Nyquist.
+
+    Bundles store their model's own filters; this builds them for models that ship none (Smart Turn).
+    """
+    def to_mel(hz: np.ndarray) -> np.ndarray:
+        return np.where(hz >= 1000.0, 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) * 27.0 / np.log(6.4), 3.0 * hz / 200.0)
+
+    def to_hz(mel: np.ndarray) -> np.ndarray:
+        return np.where(mel >= 15.0, 1000.0 * np.exp((mel - 15.0) * np.log(6.4) / 27.0), 200.0 * mel / 3.0)
+
+    edges = to_hz(np.linspace(to_mel(np.array(0.0)), to_mel(np.array(sample_rate / 2)), n_mels + 2))
+    freqs = np.linspace(0, sample_rate // 2, n_fft // 2 + 1)
+    slopes = edges[None, :] - freqs[:, None]
+    down = -slopes[:, :-2] / np.diff(edges)[:-1]
+    up = slopes[:, 2:] / np.diff(edges)[1:]
+    filters = np.maximum(0.0, np.minimum(down, up)) * (2.0 / (edges[2:] - edges[:-2]))[None, :]
+    return filters.astype(np.float32)
+
+
 def moonshine_waveform(audio: np.ndarray) -> np.ndarray:
     """Moonshine reads the raw waveform (its extractor does not normalise): [1, samples] float32."""
     return np.ascontiguousarray(audio, dtype=np.float32)[None]

@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 
 from edgeasr.errors import QuantizationError
+from edgeasr.metrics.bits import storage_bits  # noqa: F401  (re-exported: the one definition lives in metrics)
 
 Granularity = Literal["tensor", "channel", "group"]
 WEIGHT_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
@@ -164,8 +165,3 @@ def unpack_codes(packed: torch.Tensor, bits: int, cols: int) -> torch.Tensor:
     mask = (1 << width) - 1
     values = [(packed.to(torch.int32) >> (i * width)) & mask for i in range(per_byte)]
     return torch.stack(values, dim=-1).reshape(packed.shape[0], -1)[:, :cols].to(torch.uint8)
-
-
-def storage_bits(bits: int) -> int:
-    """Bits a code occupies when packed: the smallest of 2, 4, 8 that holds it."""
-    return next(w for w in (2, 4, 8) if w >= bits)

@@ -49,6 +49,8 @@ class Engine:
         self.backend = backend
         self.name = name
         self.guard = guard or GuardOptions()
+        self.why: str | None = None
+        """Why the torch engine runs rather than a bundle (set by `edgeasr.resolver`)."""
 
     @classmethod
     def load(cls, name_or_path: str | Path, guard: GuardOptions | None = None) -> "Engine":
@@ -73,6 +75,11 @@ class Engine:
 
         location, _ = resolve_model_dir(name_or_path)
         return cls(HFBackend.from_pretrained(location, str(name_or_path)), str(name_or_path), guard)
+
+    @property
+    def kind(self) -> str:
+        """"bundle" (ONNX Runtime on a packed bundle, what a board runs) or "torch" (transformers, fake-quant)."""
+        return "bundle" if self.backend.kind == "onnx" else "torch"
 
     @property
     def family(self) -> str:
@@ -130,4 +137,5 @@ class Engine:
         return estimate_cost(self, audio_seconds, n_tokens)
 
     def describe(self) -> dict:
-        return {"name": self.name, **self.backend.describe()}
+        why = {"engine_reason": self.why} if self.why else {}
+        return {"name": self.name, "engine": self.kind, **why, **self.backend.describe()}

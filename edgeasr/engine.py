@@ -11,19 +11,26 @@ import numpy as np
 
 from edgeasr.audio import SAMPLE_RATE, prepare_audio, split_on_silence, voiced_seconds
 from edgeasr.decoding import DecodeResult, compression_ratio
+from edgeasr.metrics.layers import LayerInfo, ModelDims
 from edgeasr.transcript import Segment, Transcript
 
 log = logging.getLogger(__name__)
 
 
 class Backend(Protocol):
+    """What the Engine, the cost model and the front ends need of a model runner (torch or bundle)."""
+
     kind: str
     family: str
     max_segment_seconds: float
+    source: str
+    """Where the weights came from (a directory, a zoo name or a Hub id): on-disk size when a directory."""
 
     def run(self, audio: np.ndarray) -> tuple[DecodeResult, float, float]: ...
     def detokenize(self, tokens: list[int]) -> str: ...
     def describe(self) -> dict: ...
+    def layer_infos(self) -> list[LayerInfo]: ...
+    def model_dims(self) -> ModelDims: ...
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ import pytest
 from torch.utils.flop_counter import FlopCounterMode
 
 from edgeasr.backends.hf import HFBackend
+from edgeasr.backends.layers import describe_layers
 from edgeasr.engine import Engine
-from edgeasr.metrics.cost import (LayerInfo, ModelDims, describe_layers, estimate_cost, estimate_cost_from_layers,
-                                  model_size)
+from edgeasr.metrics.cost import LayerInfo, ModelDims, estimate_cost, estimate_cost_from_layers, model_size
 from edgeasr.quant.api import quantize
 from edgeasr.quant.recipe import Recipe
 from edgeasr.zoo import fetch

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgeasr.backends.layers import describe_layers, model_dims
 from edgeasr.decoding import DecodeResult, DecodeSettings, greedy_decode
+from edgeasr.metrics.layers import LayerInfo, ModelDims
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,13 @@ class HFBackend:
 
     def detokenize(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+    def layer_infos(self) -> list[LayerInfo]:
+        """The cost model's layer records, read off the (possibly quantized) torch modules."""
+        return describe_layers(self.model)
+
+    def model_dims(self) -> ModelDims:
+        return model_dims(self.model)
 
     def describe(self) -> dict:
         return {"backend": self.kind, "family": self.family, "source": self.source,

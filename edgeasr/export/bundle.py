@@ -169,7 +169,7 @@ def _cost_records(model, head: PackedWeight | None) -> dict:
     """The cost model's layer records (metrics.layers), with the head as the bundle stores it."""
     from dataclasses import replace
 
-    from edgeasr.metrics.layers import describe_layers, model_dims
+    from edgeasr.backends.layers import describe_layers, model_dims
 
     layers = describe_layers(model)
     if head is not None:

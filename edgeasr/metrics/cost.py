@@ -13,8 +13,8 @@ Conventions (stated in the README too):
     weights are read per token, cross-attention K/V are projected once per utterance, and self-attention
     at position p reads p + 1 cached keys and values.
 
-The walk is over `LayerInfo` records, a neutral description that a torch model produces here
-(`describe_layers`) and an ONNX bundle can produce from its metadata (a backend's `layer_infos()`).
+The walk is over `LayerInfo` records, a neutral description that every backend gives (`layer_infos()`):
+the torch backend from its modules (`edgeasr.backends.layers`), a bundle from its metadata.
 Layer names follow the transformers module names, which is how the walk knows where each layer sits.
 """
 
@@ -24,10 +24,10 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgeasr.metrics.layers import FP_BITS, LayerInfo, ModelDims, describe_layers, model_dims
+from edgeasr.metrics.layers import FP_BITS, LayerInfo, ModelDims
 
-__all__ = ["CostReport", "LayerInfo", "ModelDims", "ModelSize", "PartCost", "describe_layers",
-           "estimate_cost", "estimate_cost_from_layers", "model_dims", "model_size"]
+__all__ = ["CostReport", "LayerInfo", "ModelDims", "ModelSize", "PartCost", "estimate_cost",
+           "estimate_cost_from_layers", "model_size"]
 
 
 @dataclass
@@ -256,23 +256,20 @@ def _weights_on_disk(source: str | Path) -> int | None:
     return sum(f.stat().st_size for f in files) or None
 
 
-def _resolve(model_or_engine) -> tuple[list[LayerInfo], ModelDims, str | None]:
-    """Layers, dims and weight-file location of an Engine, a backend or a torch model."""
-    backend = getattr(model_or_engine, "backend", model_or_engine)
-    if hasattr(backend, "layer_infos"):
-        return backend.layer_infos(), backend.model_dims(), getattr(backend, "source", None)
-    model = getattr(backend, "model", backend)
-    return describe_layers(model), model_dims(model), getattr(backend, "source", None)
+def _resolve(engine_or_backend) -> tuple[list[LayerInfo], ModelDims, str]:
+    """Layers, dims and weight-file location of an Engine or a backend (`edgeasr.engine.Backend`)."""
+    backend = getattr(engine_or_backend, "backend", engine_or_backend)
+    return backend.layer_infos(), backend.model_dims(), backend.source
 
 
-def model_size(model_or_engine) -> ModelSize:
+def model_size(engine_or_backend) -> ModelSize:
     """Resident weight bytes, FP16/FP32 references, and on-disk bytes when the weights came from a directory."""
-    layers, _dims, source = _resolve(model_or_engine)
-    return size_from_layers(layers, _weights_on_disk(source) if source else None)
+    layers, _dims, source = _resolve(engine_or_backend)
+    return size_from_layers(layers, _weights_on_disk(source))
 
 
-def estimate_cost(model_or_engine, audio_seconds: float, n_tokens: int) -> CostReport:
-    """Cost of one utterance for an Engine (torch or bundle backend), a backend, or a torch model."""
-    layers, dims, source = _resolve(model_or_engine)
-    size = size_from_layers(layers, _weights_on_disk(source) if source else None)
+def estimate_cost(engine_or_backend, audio_seconds: float, n_tokens: int) -> CostReport:
+    """Cost of one utterance for an Engine or a backend (torch or bundle)."""
+    layers, dims, source = _resolve(engine_or_backend)
+    size = size_from_layers(layers, _weights_on_disk(source))
     return estimate_cost_from_layers(layers, dims, audio_seconds, n_tokens, size)

@@ -14,6 +14,7 @@ import numpy as np
 
 from edgeasr.decoding import DecodeResult, DecodeSettings, greedy_decode
 from edgeasr.errors import CheckpointError
+from edgeasr.metrics.layers import LayerInfo, ModelDims
 from edgeasr.runtime.bundle import ARCHIVE_SUFFIX, BundleMeta, check_graph_inputs, read_bundle, unpack_archive
 from edgeasr.runtime.features import LogMelSettings, moonshine_waveform, whisper_log_mel
 
@@ -105,15 +106,15 @@ class OnnxBackend:
     def detokenize(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
-    def layer_infos(self) -> list:
-        """The cost model's layer records, written by the exporter (see `edgeasr.metrics.cost`)."""
-        from edgeasr.metrics.layers import LayerInfo
+    @property
+    def source(self) -> str:
+        return str(self.meta.directory)
 
+    def layer_infos(self) -> list[LayerInfo]:
+        """The cost model's layer records, written by the exporter (see `edgeasr.metrics.cost`)."""
         return [LayerInfo(**record) for record in self.meta.data["cost"]["layers"]]
 
-    def model_dims(self):
-        from edgeasr.metrics.layers import ModelDims
-
+    def model_dims(self) -> ModelDims:
         return ModelDims(**self.meta.data["cost"]["dims"])
 
     def describe(self) -> dict:

@@ -30,7 +30,7 @@ def card_notes(data: dict) -> list[str]:
                      "this bundle computes with int8 activations, so its accuracy is NOT the fake-quant model's")
     extras = Counter(e for l in layers for e in l["extras"])
     carried = {"in_scale": "Div by the per-channel scale", "in_shift": "Sub of the per-channel shift",
-               "hadamard": "MatMul by the constant Hadamard matrix", "outlier_idx": "FP MatMul on the gathered "
+               "hadamard": "a Walsh–Hadamard butterfly of Add/Sub", "outlier_idx": "FP MatMul on the gathered "
                "outlier channels, masked out of the packed MatMul's int8 input", "sparse_idx": "a dense FP32 "
                "delta MatMul (K×N×4 bytes per layer: the sparse format has no ONNX Runtime op)"}
     for extra, count in sorted(extras.items()):

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeasr.quant.layers import QuantLinear, hadamard_matrix
+from edgeasr.quant.hadamard import HadamardTransform
+from edgeasr.quant.layers import QuantLinear
 
 MARKER = "qweight_t"
 """Parameter name whose MatMul the rewrite turns into MatMulNBits."""
@@ -30,13 +31,17 @@ class LinearStandIn(nn.Module):
     def __init__(self, layer: QuantLinear) -> None:
         super().__init__()
         self.layer = layer
-        # The sparse corrections are not on the integer grid: keep them as a dense FP delta so the
-        # packed codes stay exactly the method's (their cost is stated in the bundle card).
         grid = _grid_weight(layer)
         self.qweight_t = nn.Parameter(grid.T.contiguous(), requires_grad=False)
-        delta = layer.dequantized_weight() - grid if layer.sparse_val is not None else None
-        self.sparse_delta_t = None if delta is None else nn.Parameter(delta.T.contiguous(), requires_grad=False)
-        self.hadamard = hadamard_matrix(layer.in_features) if layer.hadamard else None
+        # Sparse FP corrections (SpQR) stay sparse: their fp16 values and 16-bit row/column indices are
+        # gathered, multiplied and scatter-added onto the packed matmul's output (O(nnz) per input row).
+        self.sparse = layer.sparse_val is not None
+        if self.sparse:
+            self.sparse_rows = nn.Parameter(layer.sparse_idx[0].clone(), requires_grad=False)
+            self.sparse_cols = nn.Parameter(layer.sparse_idx[1].clone(), requires_grad=False)
+            self.sparse_val = nn.Parameter(layer.sparse_val.clone(), requires_grad=False)
+        # QuaRot's online rotation as a butterfly of adds (edgeasr.quant.hadamard), never a dense d × d MatMul.
+        self.hadamard = HadamardTransform(layer.in_features) if layer.hadamard else None
         # FP outlier channels (QUIK) are zeroed before the packed matmul, as QuantLinear does before its
         # activation grid: MatMulNBits quantizes its input to int8 per block, and an outlier left in would
         # stretch its block's grid (their weight codes sit at the zero point, so only the grid changes).
@@ -52,14 +57,15 @@ class LinearStandIn(nn.Module):
         if layer.in_scale is not None:
             x = x / layer.in_scale
         if self.hadamard is not None:
-            x = x @ self.hadamard
+            x = self.hadamard(x)
         outliers = None
         if layer.outlier_idx is not None:
             outliers = torch.matmul(x[..., layer.outlier_idx], layer.outlier_weight.T)
             x = x * self.outlier_mask
         y = torch.matmul(x, self.qweight_t)
-        if self.sparse_delta_t is not None:
-            y = y + torch.matmul(x, self.sparse_delta_t)
+        if self.sparse:
+            contributions = x[..., self.sparse_cols.long()] * self.sparse_val.float()
+            y = y.index_add(-1, self.sparse_rows.long(), contributions)
         if outliers is not None:
             y = y + outliers
         return y if layer.bias is None else y + layer.bias
@@ -245,14 +251,14 @@ def trace_key(model: nn.Module) -> str:
     import transformers
 
     layout = [(name, m.layer.in_features, m.layer.out_features, m.layer.bias is not None,
-               m.sparse_delta_t is not None, m.hadamard is not None,
+               m.layer.sparse_val.numel() if m.sparse else 0, m.hadamard is not None,
                *(0 if t is None else t.numel() for t in (m.layer.in_scale, m.layer.in_shift, m.layer.outlier_idx)))
               for name, m in model.named_modules() if isinstance(m, LinearStandIn)]
     text = json.dumps([model.config.to_json_string(), layout, torch.__version__, transformers.__version__, VERSION])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-VERSION = 2
+VERSION = 3
 """Bump when the traced modules change, so cached traces of the old shape are not reused."""
 
 

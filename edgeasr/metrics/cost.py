@@ -170,12 +170,21 @@ def _act_bytes(elements: float, bits: int) -> float:
     return elements * bits / 8
 
 
+def rotation_ops(width: int) -> int:
+    """Per-row work of QuaRot's online rotation as `edgeasr.quant.hadamard` runs it: width = m·2ᵏ with m = 1
+    or 4·(odd part); k butterfly adds per element plus, when m > 1, an m × m block (m MACs per element).
+    Each add is counted as one FP16 MAC (an upper bound); a dense product would be width² MACs."""
+    odd = width // (width & -width)
+    m = 1 if odd == 1 else 4 * odd
+    return width * (int(math.log2(width // m)) + (m if m > 1 else 0))
+
+
 def _matmul_layer(cost: PartCost, kind_cost: PartCost, layer: LayerInfo, rows: float, weight_reads: float) -> None:
     """A linear applied to `rows` input rows, its weights fetched `weight_reads` times."""
     quant_in = layer.in_features - layer.fp_in_features
     # Per row: the grid matmul, the FP outlier columns, the sparse FP corrections, an online rotation.
     fp_macs = layer.out_features * layer.fp_in_features + layer.sparse_nnz
-    fp_macs += layer.in_features ** 2 if layer.hadamard else 0
+    fp_macs += rotation_ops(layer.in_features) if layer.hadamard else 0
     activation = _act_bytes(rows * layer.in_features, layer.a_bits) + _act_bytes(rows * layer.out_features, FP_BITS)
     for target in (cost, kind_cost):
         target.add(rows * layer.out_features * quant_in, layer.w_bits, layer.a_bits, weight_reads * layer.weight_bytes,

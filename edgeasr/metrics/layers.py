@@ -50,7 +50,7 @@ class LayerInfo:
     sparse_nnz: int = 0
     """FP weights added on top of the grid (SpQR): extra FP MACs per input row."""
     hadamard: bool = False
-    """An online Hadamard rotation of the input (in × in FP MACs per row)."""
+    """An online Hadamard rotation of the input (a butterfly: see `cost.rotation_ops`)."""
     tied_to: str | None = None
     """Name of the layer whose weight this one shares (counted once in size)."""
 

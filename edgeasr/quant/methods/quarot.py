@@ -9,15 +9,17 @@ with a rotation of the residual stream (the paper's RMSNorm models do); rather t
 mean-folding of every residual writer, embedding and conv front end, the rotation is applied inside each
 block, right after the norm and on the inputs no previous op can rotate (o_proj/out_proj behind the
 attention, fc2 behind GELU/SiLU): every linear stores W·H and rotates its input online
-(`QuantLinear(hadamard=True)`, a fast Walsh–Hadamard transform of O(d log d) per token in deployment).
+(`QuantLinear(hadamard=True)`): H is a true Hadamard matrix, (H_m ⊗ H_2ᵏ)/√d with a Paley block
+H_m for widths that are not powers of two (`edgeasr.quant.hadamard`: 384 = 12·32, 288 = 36·8, 416 = 52·8),
+run as a fast Walsh–Hadamard butterfly, O(d log d) adds per token, in torch and in the exported graph.
 This is exact in FP and gives the same outlier suppression (with `fold_norms` the quantized weights and
 activations are exactly those of a rotated residual stream), at the price of one online transform per linear.
 Folding the norms' affine (γ, β) into the readers first — required for a rotated residual stream — is
 optional here (`fold_norms`): on Moonshine it puts γ's channel outliers into the weights and measured
 worse at W4, so it is off by default.
 
-Weights on the rotated basis are then rounded (RTN) or GPTQ-compensated on rotated calibration inputs
-(the shared Hessian core of `_hessian`); activations are quantized per token (dynamic) or with a
+Weights on the rotated basis are then rounded (RTN) or GPTQ-compensated through the shared walk of
+`_hessian` (the Hessian of the rotated inputs is Hᵀ·G·H, G that of the inputs as they arrive); activations are quantized per token (dynamic) or with a
 calibrated static scale, as the recipe says.
 """
 
@@ -31,8 +33,9 @@ from torch import nn
 from edgeasr.errors import QuantizationError
 from edgeasr.quant.arch import ArchGraph, BlockGraph
 from edgeasr.quant.job import QuantJob, replace_module, to_quant_linear
-from edgeasr.quant.layers import hadamard_matrix
+from edgeasr.quant.hadamard import hadamard_transform, rotate_hessian
 from edgeasr.quant.methods import register
+from edgeasr.quant.methods._hessian import gptq_quantize, walk_linears
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,7 @@ def fold_norms(block: nn.Module, graph: BlockGraph) -> None:
 
 def rotated_weight(linear: nn.Linear) -> torch.Tensor:
     """W·H: the weight that, applied to the online-rotated input xH, gives the original xWᵀ."""
-    w = linear.weight.detach().float()
-    return w @ hadamard_matrix(w.shape[1]).to(w)
+    return hadamard_transform(linear.weight.detach().float())
 
 
 class RotatedLinear(nn.Module):
@@ -86,10 +88,9 @@ class RotatedLinear(nn.Module):
         super().__init__()
         self.register_buffer("weight", rotated_weight(linear))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
-        self.register_buffer("rotation", hadamard_matrix(linear.in_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x @ self.rotation.to(x), self.weight.to(x), self.bias)
+        return nn.functional.linear(hadamard_transform(x), self.weight.to(x), self.bias)
 
 
 def rotate_fp(model: nn.Module, arch: ArchGraph, parts=("encoder", "decoder"), fold: bool = False) -> None:
@@ -112,39 +113,27 @@ def quarot(job: QuantJob, options: QuaRotOptions) -> None:
         raise QuantizationError("quarot needs weight bits 2-8 (the rotated weights are stored as codes); "
                                 "supported: W2-8 with A4/A6/A8/A16")
 
-    def quantize_block(block: nn.Module, graph: BlockGraph, inputs=None) -> None:
-        if options.fold_norms:
+    if options.fold_norms:  # exact in FP, so every block can be folded before the walk sees any
+        for _part, block, graph in job.blocks():
             fold_norms(block, graph)
-        weights = {p: rotated_weight(block.get_submodule(p)) for p in graph.linears}
-        if options.weight_method == "gptq":
-            weights = _gptq_weights(block, graph, weights, inputs, job, options)
-            for path, (w, scale, zero) in weights.items():
-                layer = to_quant_linear(block.get_submodule(path), job.w_spec, job.a_spec, weight=w,
-                                        scale=scale, zero=zero, hadamard=True)
-                replace_module(block, path, layer)
-            return
-        for path, w in weights.items():
-            replace_module(block, path, to_quant_linear(block.get_submodule(path), job.w_spec, job.a_spec,
-                                                        weight=w, hadamard=True))
+    if options.weight_method == "gptq":
+        def quantize(_ctx, _path, linear, stats):
+            result = gptq_quantize(rotated_weight(linear), rotate_hessian(stats.hessian), job.w_spec,
+                                   damp=options.gptq_damp)
+            return to_quant_linear(linear, job.w_spec, job.a_spec, weight=result.weight, scale=result.scale,
+                                   zero=result.zero, hadamard=True)
 
-    if options.weight_method == "gptq" or (job.a_spec.enabled and not job.a_spec.dynamic):
-        job.walk(lambda ctx: quantize_block(ctx.block, ctx.graph, ctx))
+        walk_linears(job, quantize, true_sequential=False)
+        return
+
+    def rotate_block(block: nn.Module, graph: BlockGraph) -> None:
+        for path in graph.linears:
+            linear = block.get_submodule(path)
+            replace_module(block, path, to_quant_linear(linear, job.w_spec, job.a_spec, weight=rotated_weight(linear),
+                                                        hadamard=True))
+
+    if job.a_spec.enabled and not job.a_spec.dynamic:  # static activation grids are calibrated by the walk
+        job.walk(lambda ctx: rotate_block(ctx.block, ctx.graph))
         return
     for _part, block, graph in job.blocks():
-        quantize_block(block, graph)
-
-
-def _gptq_weights(block, graph, weights, ctx, job, options):
-    """GPTQ on the rotated basis through the shared Hessian core, on inputs rotated as the layer will see them."""
-    from edgeasr.quant.calibrate import hook_linear_inputs
-    from edgeasr.quant.methods._hessian import InputStats, gptq_quantize
-
-    stats = {p: InputStats.empty(block.get_submodule(p).in_features) for p in graph.linears}
-    rotations = {p: hadamard_matrix(block.get_submodule(p).in_features) for p in graph.linears}
-    with hook_linear_inputs(block, list(graph.linears), lambda path, x: stats[path].add(x @ rotations[path])):
-        ctx.run()
-    out = {}
-    for path, w in weights.items():
-        result = gptq_quantize(w, stats[path].hessian, job.w_spec, damp=options.gptq_damp)
-        out[path] = (result.weight, result.scale, result.zero)
-    return out
+        rotate_block(block, graph)

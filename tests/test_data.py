@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import wave
@@ -9,11 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from edgeasr.data import BUILDERS, Utterance, build_dataset, clean_transcript, load_manifest, write_manifest
+from edgeasr.data import (BUILDERS, SETS, Utterance, build_dataset, clean_transcript, load_manifest, manifest_path,
+                          write_manifest)
 from edgeasr.data.asterisk import TEXT_PACKAGE, parse_transcripts
 from edgeasr.data.debian import download_deb
 from edgeasr.errors import DatasetError, PackageFetchError
 from edgeasr.paths import ENV_VAR, cache_root
+
+REAL_CACHE = cache_root()
+"""The user's cache, captured before the fixtures below point EDGEASR_CACHE at fresh folders."""
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +149,75 @@ def test_manifest_path_round_trip(tmp_path: Path) -> None:
     path.write_text('{"id": "x"}\n')
     with pytest.raises(DatasetError, match="malformed"):
         load_manifest(path)
+
+
+NEW_SETS = ("longform-en", "noisy-en-20db", "noisy-en-10db", "reverb-en", "speed-en", "tts-en-calib", "calib-mix")
+
+
+@pytest.fixture(scope="module")
+def derived_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh cache whose source sets are links to the real cache's (built there first if missing)."""
+    sources = ("asterisk-en", "asterisk-en-calib", "tts-en", "codec2-calib")
+    root = tmp_path_factory.mktemp("derived")
+    (root / "data").mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ENV_VAR, str(REAL_CACHE))
+        for name in sources:
+            _build_or_skip(name)
+        for name in sources:
+            (root / "data" / name).symlink_to(REAL_CACHE / "data" / name, target_is_directory=True)
+        mp.setenv(ENV_VAR, str(root))
+        yield root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NEW_SETS)
+def test_new_sets_build_deterministically(derived_cache: Path, name: str) -> None:
+    def digest() -> str:
+        return hashlib.sha256((derived_cache / "data" / name / "MANIFEST.json").read_bytes()).hexdigest()
+
+    if name == "calib-mix":
+        build_dataset("tts-en-calib")
+    build_dataset(name)
+    first = digest()
+    build_dataset(name, force=True)
+    assert digest() == first  # every clip and the manifest bit-identical
+    utts = load_manifest(name)
+    _check_wavs(utts)
+    assert name in SETS and SETS[name]
+
+
+def test_new_sets_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What each derived set promises: lengths, conditions, and calibration disjoint from evaluation."""
+    monkeypatch.setenv(ENV_VAR, str(REAL_CACHE))
+    for name in NEW_SETS:
+        if not manifest_path(name).is_file():
+            pytest.skip(f"{name} not built (edgeasr data build {name})")
+    long = load_manifest("longform-en")
+    assert len(long) == 40 and all(5.0 <= u.seconds <= 26.0 for u in long)
+    assert sum(u.seconds >= 15 for u in long) >= 10  # the 15-25 s range where decoders ended early
+    for snr in (20, 10):
+        ids = [u.id for u in load_manifest(f"noisy-en-{snr}db")]
+        assert len(ids) == 48 and {i.rsplit("-", 1)[1] for i in ids} == {f"white{snr}", f"pink{snr}", f"radio{snr}"}
+    speed = load_manifest("speed-en")
+    assert len(speed) == 48 and speed[0].text == speed[1].text
+    assert speed[0].seconds / speed[1].seconds == pytest.approx(1.1 / 0.9, rel=0.02)
+    mix = load_manifest("calib-mix")
+    parts = {p for u in mix for p in u.source.split(" + ")}
+    assert not parts & {u.id for u in load_manifest("asterisk-en")}
+    tts_eval = {u.text for u in load_manifest("tts-en")}
+    assert not any(t in (u.text or "") for u in mix for t in tts_eval)
+    assert max(u.seconds for u in mix) > 15 and min(u.seconds for u in mix) < 5
+    assert any("db" in u.id for u in mix) and any("codec2" in u.id for u in mix)
+
+
+def test_manifest_does_not_import_builders() -> None:
+    """No circle: the manifest reader names known sets from the plain catalogue, not the builder registry."""
+    import ast
+
+    import edgeasr.data.manifest as manifest
+
+    tree = ast.parse(Path(manifest.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert {m for m in imported if m and m.startswith("edgeasr.data")} == {"edgeasr.data.sets"}

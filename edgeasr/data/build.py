@@ -2,7 +2,8 @@
 
 A builder is a function `build(open_set)`: it calls `open_set(name)` for each set it writes (the
 Asterisk builder writes two) and fills the returned temporary folder with `audio/` and
-`manifest.jsonl`. Every folder is renamed into the cache, with a checksum manifest, only when the
+`manifest.jsonl`. Derived sets (long-form, noisy, ...) read other built sets: those named in
+`sets.DEPENDS` are built first. What each set stands for is listed in `sets.SETS`. Every folder is renamed into the cache, with a checksum manifest, only when the
 whole builder succeeded, so an interrupted build never looks finished.
 """
 
@@ -20,10 +21,13 @@ from tqdm import tqdm
 from edgeasr.atomic import atomic_dir, verify_dir
 from edgeasr.data.asterisk import CALIB_SET, EVAL_SET, build_asterisk
 from edgeasr.data.codec2 import build_codec2
+from edgeasr.data.derived import build_longform, build_noisy_10db, build_noisy_20db, build_reverb, build_speed
 from edgeasr.data.hf import HUB_BUILDERS
 from edgeasr.data.manifest import MANIFEST_NAME, load_manifest, manifest_path, set_dir
+from edgeasr.data.mix import build_calib_mix
 from edgeasr.data.moonshine import build_moonshine_samples
-from edgeasr.data.tts import build_tts
+from edgeasr.data.sets import DEPENDS, OFFLINE_SETS as OFFLINE_SET_INFO, SETS
+from edgeasr.data.tts import build_tts, build_tts_calib
 from edgeasr.errors import CacheCorruptedError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -35,12 +39,21 @@ BUILDERS: dict[str, Builder] = {
     CALIB_SET: build_asterisk,
     "moonshine-samples": build_moonshine_samples,
     "tts-en": build_tts,
+    "tts-en-calib": build_tts_calib,
     "codec2-calib": build_codec2,
+    "longform-en": build_longform,
+    "noisy-en-20db": build_noisy_20db,
+    "noisy-en-10db": build_noisy_10db,
+    "reverb-en": build_reverb,
+    "speed-en": build_speed,
+    "calib-mix": build_calib_mix,
     **HUB_BUILDERS,
 }
+if set(BUILDERS) != set(SETS):  # a set added to one table and not the other is a programming error
+    raise RuntimeError(f"data set catalogue and builders disagree: {sorted(set(BUILDERS) ^ set(SETS))}")
 
 SUMMARY_NAME = "SUMMARY.json"
-OFFLINE_SETS = (EVAL_SET, CALIB_SET, "moonshine-samples", "tts-en", "codec2-calib")
+OFFLINE_SETS = tuple(OFFLINE_SET_INFO)
 
 
 def is_built(name: str) -> bool:
@@ -69,6 +82,8 @@ def build_dataset(name: str, force: bool = False) -> Path:
         raise DatasetError(f"unknown data set {name!r}; known: {', '.join(BUILDERS)}")
     if not force and is_built(name):
         return manifest_path(name)
+    for source in DEPENDS.get(name, ()):
+        build_dataset(source)
     with contextlib.ExitStack() as stack:
         opened: dict[str, Path] = {}
 

@@ -1,6 +1,8 @@
-"""Harvard sentences, lists 1-4 (IEEE 1969 "Recommended Practice for Speech Quality Measurements").
+"""Harvard sentences, lists 1-8 (IEEE 1969 "Recommended Practice for Speech Quality Measurements").
 
 Public domain; phonetically balanced, which makes them a fair small prompt set for synthetic speech.
+Lists 1-4 are spoken for evaluation (`tts-en`), lists 5-8 only for calibration (`tts-en-calib`), so
+calibration never sees an evaluation sentence.
 """
 
 HARVARD_LISTS: tuple[tuple[str, ...], ...] = (
@@ -52,11 +54,63 @@ HARVARD_LISTS: tuple[tuple[str, ...], ...] = (
         "The meal was cooked before the bell rang.",
         "What joy there is in living.",
     ),
+    (
+        "A king ruled the state in the early days.",
+        "The ship was torn apart on the sharp reef.",
+        "Sickness kept him home the third week.",
+        "The wide road shimmered in the hot sun.",
+        "The lazy cow lay in the cool grass.",
+        "Lift the square stone over the fence.",
+        "The rope will bind the seven books at once.",
+        "Hop over the fence and plunge in.",
+        "The friendly gang left the drug store.",
+        "Mesh wire keeps chicks inside.",
+    ),
+    (
+        "The frosty air passed through the coat.",
+        "The crooked maze failed to fool the mouse.",
+        "Adding fast leads to wrong sums.",
+        "The show was a flop from the very start.",
+        "A saw is a tool used for making boards.",
+        "The wagon moved on well oiled wheels.",
+        "March the soldiers past the next hill.",
+        "A cup of sugar makes sweet fudge.",
+        "Place a rosebush near the porch steps.",
+        "Both lost their lives in the raging storm.",
+    ),
+    (
+        "We talked of the side show in the circus.",
+        "Use a pencil to write the first draft.",
+        "He ran half way to the hardware store.",
+        "The clock struck to mark the third period.",
+        "A small creek cut across the field.",
+        "Cars and busses stalled in snow drifts.",
+        "The set of china hit the floor with a crash.",
+        "This is a grand season for hikes on the road.",
+        "The dune rose from the edge of the water.",
+        "Those words were the cue for the actor to leave.",
+    ),
+    (
+        "A yacht slid around the point into the bay.",
+        "The two met while playing on the sand.",
+        "The ink stain dried on the finished page.",
+        "The walled town was seized without a fight.",
+        "The lease ran out in sixteen weeks.",
+        "A tame squirrel makes a nice pet.",
+        "The horn of the car woke the sleeping cop.",
+        "The heart beat strongly and with firm strokes.",
+        "The pearl was worn in a thin silver ring.",
+        "The fruit peel was cut in thick slices.",
+    ),
 )
 
 
-def harvard_sentences() -> list[tuple[str, str]]:
-    """(id, sentence) pairs; ids are `hLL-SS` for list LL, sentence SS."""
+EVAL_LISTS = (1, 2, 3, 4)
+CALIB_LISTS = (5, 6, 7, 8)
+
+
+def harvard_sentences(lists: tuple[int, ...] = EVAL_LISTS) -> list[tuple[str, str]]:
+    """(id, sentence) pairs of the given lists (1-based); ids are `hLL-SS` for list LL, sentence SS."""
     return [(f"h{li:02d}-{si:02d}", text)
-            for li, sentences in enumerate(HARVARD_LISTS, 1)
-            for si, text in enumerate(sentences, 1)]
+            for li in lists
+            for si, text in enumerate(HARVARD_LISTS[li - 1], 1)]

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgeasr.data.sets import SETS
 from edgeasr.errors import DatasetError
 from edgeasr.paths import cache_dir
 
@@ -65,13 +66,10 @@ def _resolve(name_or_path: str | Path) -> Path:
     path = manifest_path(name)
     if path.is_file():
         return path
-    # Imported here: the builder registry imports this module.
-    from edgeasr.data.build import BUILDERS
-
-    if name in BUILDERS:
+    if name in SETS:
         raise DatasetError(f"data set {name!r} is not built yet: run `edgeasr data build {name}` first")
     raise DatasetError(
-        f"unknown data set {name!r}: not a manifest file and not one of {', '.join(sorted(BUILDERS))}"
+        f"unknown data set {name!r}: not a manifest file and not one of {', '.join(sorted(SETS))}"
     )
 
 

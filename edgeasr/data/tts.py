@@ -1,4 +1,5 @@
-"""`tts-en`: Harvard sentences spoken by offline Debian TTS voices (flite rms/awb/slt/kal, festival slt).
+"""`tts-en` / `tts-en-calib`: Harvard sentences spoken by offline Debian TTS voices (flite rms/awb/slt/kal,
+festival slt); lists 1-4 for evaluation, lists 5-8 (never evaluated) for calibration.
 
 Synthetic speech is easier or harder than real speech in odd ways, so this set complements the real
 recordings and never replaces them. Every voice is required: a set whose contents depended on what
@@ -18,12 +19,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from edgeasr.data.harvard import harvard_sentences
+from edgeasr.data.harvard import CALIB_LISTS, EVAL_LISTS, harvard_sentences
 from edgeasr.data.manifest import MANIFEST_NAME, Utterance, write_manifest
 from edgeasr.data.wavio import convert
 from edgeasr.errors import DatasetError
 
 SET_NAME = "tts-en"
+CALIB_SET = "tts-en-calib"
 FLITE_VOICES = ("rms", "awb", "slt", "kal")
 FESTIVAL_VOICE = "cmu_us_slt_arctic_hts"
 
@@ -69,9 +71,18 @@ def _synthesize(voice: Voice, text: str, out: Path) -> None:
 
 
 def build_tts(open_set: Callable[[str], Path]) -> None:
+    """`tts-en`: every voice reads Harvard lists 1-4."""
+    _speak(open_set(SET_NAME), SET_NAME, EVAL_LISTS)
+
+
+def build_tts_calib(open_set: Callable[[str], Path]) -> None:
+    """`tts-en-calib`: every voice reads Harvard lists 5-8 (disjoint from the evaluation sentences)."""
+    _speak(open_set(CALIB_SET), CALIB_SET, CALIB_LISTS)
+
+
+def _speak(out: Path, set_name: str, lists: tuple[int, ...]) -> None:
     _check_voices()
-    jobs = [(voice, sid, text) for voice in VOICES for sid, text in harvard_sentences()]
-    out = open_set(SET_NAME)
+    jobs = [(voice, sid, text) for voice in VOICES for sid, text in harvard_sentences(lists)]
 
     def one(job: tuple[Voice, str, str], tmp: Path) -> Utterance:
         voice, sid, text = job
@@ -85,5 +96,5 @@ def build_tts(open_set: Callable[[str], Path]) -> None:
     with tempfile.TemporaryDirectory(prefix="edgeasr-tts-") as tmp, \
             ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         # Festival takes ~0.7 s a sentence; the subprocesses run in parallel.
-        rows = list(tqdm(pool.map(lambda j: one(j, Path(tmp)), jobs), total=len(jobs), desc=SET_NAME, unit="clip"))
+        rows = list(tqdm(pool.map(lambda j: one(j, Path(tmp)), jobs), total=len(jobs), desc=set_name, unit="clip"))
     write_manifest(out / MANIFEST_NAME, rows)

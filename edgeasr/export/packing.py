@@ -5,6 +5,8 @@ MatMulNBits takes B as [N, n_blocks, block_size·bits/8] bytes (element 2i in th
 unsigned codes with one integer zero point per (row, group), so packing is only a re-layout:
 3-bit codes sit in 4-bit containers (same values, same zero points), per-channel / per-tensor grids
 become one block as wide as the next power of two ≥ K, and a ragged last group is zero-padded.
+Scales are written as fp16 (the layer's values already are fp16 numbers), or, for a layer that keeps them
+as quantized statistics (SpQR), as those statistics (`ScaleStats`), expanded by the graph at load time.
 """
 
 from __future__ import annotations
@@ -15,7 +17,29 @@ import numpy as np
 import torch
 
 from edgeasr.errors import QuantizationError
-from edgeasr.quant.spec import QuantSpec, pack_codes, storage_bits, weight_qparams, quantize_weight
+from edgeasr.metrics.bits import block_size_for, storage_bits
+from edgeasr.quant.spec import QuantSpec, pack_codes, quantize_weight, weight_qparams
+
+
+@dataclass
+class ScaleStats:
+    """A layer's block scales kept as quantized statistics: value = code × step + min per `rows` rows."""
+
+    codes: np.ndarray
+    """uint8 [N, n_blocks] (their values fit `bits`)."""
+    stats: np.ndarray
+    """float16 [ceil(N / rows), n_blocks, 2]: (min, step)."""
+    rows: int
+    bits: int
+
+    def packed_codes(self) -> np.ndarray:
+        """[chunks · rows, ceil(n_blocks / 2)] uint8: two 4-bit codes per byte, rows padded to whole chunks."""
+        pad = self.stats.shape[0] * self.rows - self.codes.shape[0]
+        return _pack_rows(np.pad(self.codes, ((0, pad), (0, 0))), 4)
+
+    @property
+    def nbytes(self) -> int:
+        return self.packed_codes().nbytes + self.stats.nbytes
 
 
 @dataclass
@@ -35,6 +59,8 @@ class PackedWeight:
     """float32 [N, n_blocks] (flattened in the graph)."""
     zero_points: np.ndarray
     """uint8 [N, n_blocks] unpacked; `packed_zero_points` gives the kernel's layout."""
+    scale_stats: ScaleStats | None = None
+    """Set when the scales are stored as quantized statistics instead of fp16 values."""
 
     @property
     def n_blocks(self) -> int:
@@ -45,8 +71,9 @@ class PackedWeight:
 
     @property
     def nbytes(self) -> int:
-        """Bytes the kernel holds: packed codes, fp32 scales, packed zero points."""
-        return self.data.nbytes + self.scales.nbytes + self.packed_zero_points().nbytes
+        """Bytes the bundle stores: packed codes, fp16 scales (or their statistics), packed zero points."""
+        scales = self.scale_stats.nbytes if self.scale_stats else self.scales.size * 2
+        return self.data.nbytes + scales + self.packed_zero_points().nbytes
 
 
 def _pack_rows(values: np.ndarray, bits: int) -> np.ndarray:
@@ -57,14 +84,8 @@ def _pack_rows(values: np.ndarray, bits: int) -> np.ndarray:
     return pack_codes(torch.from_numpy(padded), bits).numpy()
 
 
-def block_size_for(group_width: int, k: int) -> int:
-    """The kernel's block: the group itself, or for a whole-row group the next power of two ≥ K."""
-    if group_width < k:
-        return group_width
-    return max(16, 1 << (k - 1).bit_length())
-
-
-def pack_quantized(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, spec: QuantSpec) -> PackedWeight:
+def pack_quantized(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, spec: QuantSpec,
+                   scale_stats: ScaleStats | None = None) -> PackedWeight:
     """Lay out QuantLinear codes [N, K], scales and zeros [N, groups] for MatMulNBits, values unchanged."""
     n, k = codes.shape
     bits = storage_bits(spec.bits)
@@ -75,7 +96,7 @@ def pack_quantized(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
     padded = torch.nn.functional.pad(codes, (0, n_blocks * block - k))
     data = pack_codes(padded, bits).numpy().reshape(n, n_blocks, block * bits // 8)
     return PackedWeight(spec.bits, bits, block, k, n, data, scale.float().numpy().astype(np.float32),
-                        zero.to(torch.uint8).numpy())
+                        zero.to(torch.uint8).numpy(), scale_stats)
 
 
 def pack_table(table: torch.Tensor, bits: int, group_size: int) -> PackedWeight:
@@ -90,6 +111,7 @@ def pack_table(table: torch.Tensor, bits: int, group_size: int) -> PackedWeight:
         raise QuantizationError(f"cannot quantize a {d}-wide token table in blocks of at least 16")
     spec = QuantSpec(bits, symmetric=False, granularity="group", group_size=block)
     scale, zero = weight_qparams(table, spec)
+    scale = scale.half().float()  # stored as fp16: quantize against the stored values
     return pack_quantized(quantize_weight(table, scale, zero, spec), scale, zero, spec)
 
 

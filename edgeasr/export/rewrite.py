@@ -3,6 +3,9 @@
 `MatMul(x, <layer>.qweight_t)` → `MatMulNBits(x, B, scales, zero_points)` from the layer's own codes;
 `Gather(<...>.qtable, ids)` → `GatherBlockQuantized` over the head's packed bytes (one copy of the tied
 table on disk), or with an FP head a Gather along axis 1 of the head's [d, vocab] matrix.
+Scales are stored in fp16 and widened by a Cast (MatMulNBits reads scales of its input's type); ONNX
+Runtime folds that constant once at load. `quantize_initializers` stores other weights (conv front end,
+position tables) as int8 with one scale per row, read through a DequantizeLinear.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from onnx import helper, numpy_helper
 
 from edgeasr.errors import CheckpointError
 from edgeasr.export.graphs import MARKER, TABLE
-from edgeasr.export.packing import PackedWeight
+from edgeasr.export.packing import PackedWeight, ScaleStats
 
 MS_DOMAIN = "com.microsoft"
 HEAD = "head"
@@ -29,6 +32,7 @@ def rewrite_graph(model: onnx.ModelProto, packed: dict[str, PackedWeight | None]
     Returns the layer paths that were rewritten, so the caller can check none was missed.
     """
     nodes, done, drop = [], set(), set()
+    prelude: list[onnx.NodeProto] = []  # constant-only nodes (scale widening): first, so every user follows them
     new_inits: list[onnx.TensorProto] = []
     for node in model.graph.node:
         layer = _layer_of(node.input[1], MARKER) if node.op_type == "MatMul" and len(node.input) == 2 else None
@@ -40,11 +44,13 @@ def rewrite_graph(model: onnx.ModelProto, packed: dict[str, PackedWeight | None]
                 nodes.append(node)
                 continue
             drop.add(node.input[1])
-            new_inits += packed_initializers(layer, weight)
+            inits, extra_nodes, inputs = kernel_inputs(layer, weight)
+            new_inits += inits
+            prelude += extra_nodes
             nodes.append(helper.make_node(
-                "MatMulNBits", [node.input[0], f"{layer}.B", f"{layer}.scales", f"{layer}.zero_points"],
-                list(node.output), name=f"{layer}.matmul_nbits", domain=MS_DOMAIN, K=weight.k, N=weight.n,
-                bits=weight.bits, block_size=weight.block_size, accuracy_level=accuracy_level))
+                "MatMulNBits", [node.input[0], *inputs], list(node.output), name=f"{layer}.matmul_nbits",
+                domain=MS_DOMAIN, K=weight.k, N=weight.n, bits=weight.bits, block_size=weight.block_size,
+                accuracy_level=accuracy_level))
         elif table is not None and HEAD in packed:
             done.add(table)
             drop.add(node.input[0])
@@ -52,7 +58,7 @@ def rewrite_graph(model: onnx.ModelProto, packed: dict[str, PackedWeight | None]
         else:
             nodes.append(node)
     del model.graph.node[:]
-    model.graph.node.extend(nodes)
+    model.graph.node.extend(prelude + nodes)
     kept = [t for t in model.graph.initializer if t.name not in drop]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept + new_inits)
@@ -62,10 +68,90 @@ def rewrite_graph(model: onnx.ModelProto, packed: dict[str, PackedWeight | None]
 
 
 def packed_initializers(layer: str, weight: PackedWeight) -> list[onnx.TensorProto]:
-    """MatMulNBits' B / scales / zero_points initializers of one packed weight, named after `layer`."""
+    """MatMulNBits' B / scales (fp32) / zero_points initializers of one packed weight, named after `layer`."""
     return [numpy_helper.from_array(weight.data, f"{layer}.B"),
             numpy_helper.from_array(weight.scales.reshape(-1), f"{layer}.scales"),
             numpy_helper.from_array(weight.packed_zero_points().reshape(-1), f"{layer}.zero_points")]
+
+
+def kernel_inputs(layer: str, weight: PackedWeight) -> tuple[list[onnx.TensorProto], list[onnx.NodeProto], list[str]]:
+    """(initializers, nodes, [B, scales, zero_points] input names) of one MatMulNBits as the bundle stores it:
+    fp16 scales widened by a Cast, or scales expanded from their quantized statistics."""
+    inits = [numpy_helper.from_array(weight.data, f"{layer}.B"),
+             numpy_helper.from_array(weight.packed_zero_points().reshape(-1), f"{layer}.zero_points")]
+    if weight.scale_stats is None:
+        inits.append(numpy_helper.from_array(weight.scales.reshape(-1).astype(np.float16), f"{layer}.scales"))
+        nodes = [helper.make_node("Cast", [f"{layer}.scales"], [f"{layer}.scales_f32"], to=onnx.TensorProto.FLOAT)]
+        return inits, nodes, [f"{layer}.B", f"{layer}.scales_f32", f"{layer}.zero_points"]
+    stat_inits, nodes, scales = stat_nodes(f"{layer}.scale", weight.scale_stats, weight.n)
+    return inits + stat_inits, nodes, [f"{layer}.B", scales, f"{layer}.zero_points"]
+
+
+def stat_nodes(prefix: str, stats: ScaleStats, n: int) -> tuple[list[onnx.TensorProto], list[onnx.NodeProto], str]:
+    """Quantized statistics → the flat fp32 values [n · blocks]: unpack the 4-bit codes, code × step + min
+    per chunk of rows (two fp32 operations, as `quant.layers.dequantize_stat` does them)."""
+    chunks, blocks, _ = stats.stats.shape
+    const = lambda name, value: numpy_helper.from_array(np.asarray(value), f"{prefix}.{name}")
+    inits = [const("codes", stats.packed_codes()),
+             const("min", np.ascontiguousarray(stats.stats[:, None, :, 0])),  # [chunks, 1, blocks]
+             const("step", np.ascontiguousarray(stats.stats[:, None, :, 1])),
+             const("sixteen", np.array(16, np.int32)),
+             const("pairs_shape", np.array([chunks * stats.rows, -1], np.int64)),
+             const("chunk_shape", np.array([chunks, stats.rows, -1], np.int64)),
+             const("starts", np.array([0], np.int64)), const("ends", np.array([blocks], np.int64)),
+             const("axis", np.array([1], np.int64)), const("rows_end", np.array([n], np.int64)),
+             const("axis0", np.array([0], np.int64)), const("flat", np.array([-1], np.int64))]
+    t = lambda name: f"{prefix}.{name}"
+    op = helper.make_node
+    nodes = [op("Cast", [t("codes")], [t("i32")], to=onnx.TensorProto.INT32),
+             op("Mod", [t("i32"), t("sixteen")], [t("low")]),  # element 2i sits in the low nibble
+             op("Div", [t("i32"), t("sixteen")], [t("high")]),
+             op("Unsqueeze", [t("low"), t("flat")], [t("low3")]),
+             op("Unsqueeze", [t("high"), t("flat")], [t("high3")]),
+             op("Concat", [t("low3"), t("high3")], [t("pairs")], axis=-1),
+             op("Reshape", [t("pairs"), t("pairs_shape")], [t("wide")]),
+             op("Slice", [t("wide"), t("starts"), t("ends"), t("axis")], [t("codes2")]),
+             op("Cast", [t("codes2")], [t("codes_f")], to=onnx.TensorProto.FLOAT),
+             op("Reshape", [t("codes_f"), t("chunk_shape")], [t("by_chunk")]),
+             op("Cast", [t("step")], [t("step_f")], to=onnx.TensorProto.FLOAT),
+             op("Cast", [t("min")], [t("min_f")], to=onnx.TensorProto.FLOAT),
+             op("Mul", [t("by_chunk"), t("step_f")], [t("scaled")]),
+             op("Add", [t("scaled"), t("min_f")], [t("values3")]),
+             op("Reshape", [t("values3"), t("pairs_shape")], [t("values")]),
+             op("Slice", [t("values"), t("starts"), t("rows_end"), t("axis0")], [t("rows")]),
+             op("Reshape", [t("rows"), t("flat")], [t("values_flat")])]
+    return inits, nodes, t("values_flat")
+
+
+def quantize_initializers(model: onnx.ModelProto, names: set[str]) -> dict[str, int]:
+    """Store each named fp32 initializer as symmetric int8 with one fp32 scale per row (axis 0), read back
+    through a DequantizeLinear that produces the original tensor name; returns the new bytes per name."""
+    stored, nodes, kept = {}, [], []
+    for init in model.graph.initializer:
+        if init.name not in names:
+            kept.append(init)
+            continue
+        value = numpy_helper.to_array(init).astype(np.float32)
+        rows = value.reshape(value.shape[0], -1)
+        scale = np.maximum(np.abs(rows).max(axis=1), 1e-12) / 127
+        codes = np.clip(np.round(rows / scale[:, None]), -127, 127).astype(np.int8).reshape(value.shape)
+        kept += [numpy_helper.from_array(codes, f"{init.name}.int8"),
+                 numpy_helper.from_array(scale.astype(np.float32), f"{init.name}.row_scale")]
+        nodes.append(helper.make_node("DequantizeLinear", [f"{init.name}.int8", f"{init.name}.row_scale"],
+                                      [init.name], name=f"{init.name}.dequantize", axis=0))
+        stored[init.name] = codes.nbytes + scale.size * 4
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    rest = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes + rest)
+    return stored
+
+
+def conv_weights(model: onnx.ModelProto) -> set[str]:
+    """Initializers read as a Conv's weight (the front end), found by wiring rather than by name."""
+    inits = {t.name for t in model.graph.initializer}
+    return {n.input[1] for n in model.graph.node if n.op_type == "Conv" and n.input[1] in inits}
 
 
 def _lookup_nodes(node: onnx.NodeProto, head: PackedWeight | None, new_inits: list[onnx.TensorProto]) -> list[onnx.NodeProto]:
@@ -78,12 +164,13 @@ def _lookup_nodes(node: onnx.NodeProto, head: PackedWeight | None, new_inits: li
                 helper.make_node("Transpose", [cols], [out], perm=[1, 2, 0])]
     # Blocks as a third axis: the packed head bytes [vocab, blocks, bytes] are the table itself.
     scales3, zeros3, blocks = f"{HEAD}.scales3", f"{HEAD}.zero_points3", f"{out}.blocks"
+    # The head's MatMulNBits already widened its fp16 scales (the decoder graph holds both users).
     shape3, shape = f"{HEAD}.shape3", f"{out}.shape"
     # One zero point per (row, block) along a quantize axis of one element: each in its own byte.
     new_inits += [numpy_helper.from_array(head.zero_points[..., None].astype(np.uint8), zeros3),
                   numpy_helper.from_array(np.array([head.n, head.n_blocks, 1], dtype=np.int64), shape3),
                   numpy_helper.from_array(np.array([0, 0, head.k], dtype=np.int64), shape)]
-    return [helper.make_node("Reshape", [f"{HEAD}.scales", shape3], [scales3]),  # the head's scales, viewed 3-D
+    return [helper.make_node("Reshape", [f"{HEAD}.scales_f32", shape3], [scales3]),  # the head's scales, viewed 3-D
             helper.make_node("GatherBlockQuantized", [f"{HEAD}.B", ids, scales3, zeros3], [blocks],
                              domain=MS_DOMAIN, bits=head.bits, block_size=head.block_size, gather_axis=0,
                              quantize_axis=2),

@@ -1,7 +1,7 @@
 """Quantized checkpoints: integer codes, scales, zeros and extras in safetensors, plus the recipe.
 
-A checkpoint is a directory: `model.safetensors`, `quant.json` (format, recipe, source, per-layer layout,
-sha256 of the tensors, versions) and the source model's config, tokenizer and feature-extractor files,
+A checkpoint is a directory: `model.safetensors`, `quant.json` (format, recipe, source, per-layer layout
+with its effective bits by part, sha256 of the tensors, versions) and the source model's config, tokenizer and feature-extractor files,
 so it loads on its own. Loading verifies the hash and that the layers match the recipe, and never
 recalibrates.
 """
@@ -35,7 +35,9 @@ def _layer_layout(layer: QuantLinear) -> dict:
             "n_outliers": 0 if layer.outlier_idx is None else layer.outlier_idx.numel(),
             "n_sparse": 0 if layer.sparse_val is None else layer.sparse_val.numel(),
             "in_scale": layer.in_scale is not None, "in_shift": layer.in_shift is not None,
-            "hadamard": layer.hadamard, "static_act": layer.act_scale is not None}
+            "hadamard": layer.hadamard, "static_act": layer.act_scale is not None,
+            "stat_bits": layer.stat_bits, "stat_group": layer.stat_group, "zero_stats": layer.zero_codes is not None,
+            "bits": layer.storage_bits().to_dict()}
 
 
 def save_checkpoint(model: nn.Module, recipe: Recipe, source_dir: Path, target: Path, stats: dict | None = None) -> Path:
@@ -107,7 +109,8 @@ def load_checkpoint(path: Path, expected: Recipe | None = None) -> tuple[nn.Modu
     for name, layout in meta["layers"].items():
         layer = QuantLinear(layout["in"], layout["out"], QuantSpec(**layout["w_spec"]), QuantSpec(**layout["a_spec"]),
                             layout["bias"], layout["n_outliers"], layout["n_sparse"], layout["in_scale"],
-                            layout["in_shift"], layout["hadamard"], layout["static_act"])
+                            layout["in_shift"], layout["hadamard"], layout["static_act"],
+                            layout.get("stat_bits", 0), layout.get("stat_group", 16), layout.get("zero_stats", False))
         replace_module(model, name, layer)
     try:
         missing, unexpected = load_model(model, str(weights), strict=False)

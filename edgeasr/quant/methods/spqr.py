@@ -1,30 +1,35 @@
 """SpQR (Dettmers et al., 2023): sparse-quantized representation.
 
 Three ideas on top of the GPTQ loop (`_hessian.py`):
-  * very small groups (β1 = 16 input columns) so the grid follows the weights closely;
-  * the groups' scales and zero points are themselves quantized (3-bit, min/max over β2 = 16 output
-    rows, with one fp16 scale/zero per second-level group), which keeps small groups cheap; scales
-    are rounded up on their grid (a slightly coarser group grid instead of clipping its largest
-    weights, which at W8 cost beckett a comma) and the zero point is refitted to the rounded scale;
+  * small groups (the paper's β1 = 16 input columns: run with `--group-size 16`; the recipe's group size
+    is always the one used, so a g64 recipe is SpQR at g64 and its label says so);
+  * the groups' scales are themselves quantized (3-bit, min/max over β2 = 16 output rows, with one fp16
+    min and step per second-level group), which keeps small groups cheap; scales are rounded up on their
+    grid (a slightly coarser group grid instead of clipping its largest weights, which at W8 cost beckett
+    a comma) and the zero point is refitted to the rounded scale. Zero points are quantized the same way
+    only where that is cheaper than storing them at the grid width (3 + 32/16 = 5 bits per group, so at
+    W6 and up; at W4 a 4-bit zero point is both cheaper and exact);
   * a sparse set of FP outlier weights: a weight stays in FP when its GPTQ error
     ((w - q(w)) / U_jj)², the increase of the layer loss it causes, exceeds τ times the layer's mean
     var(w_j) / U_jj²; the group grids are fitted without likely outliers (leave-one-out: a weight whose
     exclusion lowers the group's Hessian-weighted error by more than the threshold is left out).
 
-QuantLinear stores fp scales, so it receives the dequantized values of the quantized scales; the
-outliers sit in `sparse_idx` / `sparse_val` with their codes at the zero point (dequantized 0).
-`spqr_bits_per_weight` gives the true storage cost.
+The statistics are kept as what they are: 3-bit codes with fp16 (min, step) pairs (`scale_codes` /
+`scale_stats` of the QuantLinear, from which its scales are derived, in the checkpoint and in the bundle),
+and the outliers as fp16 values with 16-bit row/column indices, their codes at the zero point
+(dequantized 0). What that costs per weight is `layer.storage_bits()` (`edgeasr.metrics.bits`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
+from edgeasr.metrics.bits import SCALE_BITS
 from edgeasr.quant.job import QuantJob, to_quant_linear
-from edgeasr.quant.layers import QuantLinear
+from edgeasr.quant.layers import dequantize_stat
 from edgeasr.quant.methods import register
 from edgeasr.quant.methods._hessian import GPTQHooks, gptq_quantize, quantize_column, walk_linears
 from edgeasr.quant.methods.gptq import GPTQOptions
@@ -33,8 +38,6 @@ from edgeasr.quant.spec import QuantSpec, weight_qparams
 
 @dataclass(frozen=True)
 class SpQROptions(GPTQOptions):
-    group_size: int = 16
-    """First-level group size β1 (input columns per scale); 0 = the recipe's group size."""
     stat_bits: int = 3
     """Bits of the quantized group scales and zero points (16 = keep them fp16)."""
     stat_group: int = 16
@@ -45,18 +48,44 @@ class SpQROptions(GPTQOptions):
     """Cap on the FP outliers per column, as a fraction of the output rows (the largest errors win)."""
 
 
-def quantize_stat(values: torch.Tensor, bits: int, rows: int, up: bool = False) -> torch.Tensor:
-    """Min/max-quantize a per-row statistic [out] in chunks of `rows` to `bits` and return it dequantized
-    (`up`: round towards the chunk's max instead of to nearest)."""
-    if bits >= 16:
-        return values
-    out = values.numel()
+def _fp16_toward(x: torch.Tensor, up: bool) -> torch.Tensor:
+    """Non-negative fp32 values → the nearest fp16 at or above (`up`) or at or below them."""
+    h = x.half()
+    off = h.float() < x if up else h.float() > x
+    return torch.where(off, (h.view(torch.int16) + (1 if up else -1)).view(torch.float16), h)
+
+
+def quantize_stat(values: torch.Tensor, bits: int, rows: int, up: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min/max-quantize a non-negative per-row statistic [out] in chunks of `rows` to `bits`.
+
+    Returns (codes uint8 [out], fp16 (min, step) [chunks, 2]); `dequantize_stat` gives the values. The
+    minimum is rounded down and the step up to fp16, so the chunk's range still fits; `up` rounds each
+    value up on the grid instead of to nearest.
+    """
+    out, qmax = values.numel(), (1 << bits) - 1
     pad = -out % rows
-    v = torch.nn.functional.pad(values, (0, pad), value=float(values[-1])).reshape(-1, rows)
-    lo, hi = v.amin(dim=1, keepdim=True), v.amax(dim=1, keepdim=True)
-    step = ((hi - lo) / ((1 << bits) - 1)).clamp(min=1e-12)
-    codes = torch.ceil((v - lo) / step - 1e-4) if up else torch.round((v - lo) / step)
-    return (codes.clamp(0, (1 << bits) - 1) * step + lo).flatten()[:out]
+    v = torch.nn.functional.pad(values.float(), (0, pad), value=float(values[-1])).reshape(-1, rows)
+    lo = _fp16_toward(v.amin(dim=1), up=False)
+    step = _fp16_toward((v.amax(dim=1) - lo.float()) / qmax, up=True)
+    ratio = (v - lo.float()[:, None]) / step.float().clamp(min=1e-30)[:, None]
+    codes = torch.ceil(ratio - 1e-4) if up else torch.round(ratio)
+    codes = codes.clamp(0, qmax).flatten()[:out].to(torch.uint8)
+    return codes, torch.stack([lo, step], dim=1)
+
+
+def _stat_values(codes: torch.Tensor, stats: torch.Tensor, rows: int) -> torch.Tensor:
+    return dequantize_stat(codes[:, None], stats[:, None, :], rows)[:, 0]
+
+
+@dataclass
+class _GroupStats:
+    """What `fit_group` chose for one group: its scales (as returned) and their codes and statistics."""
+
+    scale: torch.Tensor
+    scale_codes: torch.Tensor
+    scale_stats: torch.Tensor
+    zero_codes: torch.Tensor | None
+    zero_stats: torch.Tensor | None
 
 
 class SpQRHooks(GPTQHooks):
@@ -64,6 +93,10 @@ class SpQRHooks(GPTQHooks):
         super().__init__(spec)
         self.options = options
         self.threshold = math.inf
+        self.fitted: list[_GroupStats] = []
+        # A zero point is quantized only where its codes + second-level pair cost less than the grid width.
+        self.zero_stats = (not spec.symmetric and options.stat_bits < 16
+                           and options.stat_bits + 2 * SCALE_BITS / options.stat_group < spec.bits)
 
     def start(self, weight: torch.Tensor, u_diag: torch.Tensor) -> None:
         if self.options.outlier_threshold > 0 and self.options.max_outlier_fraction > 0:
@@ -107,13 +140,33 @@ class SpQRHooks(GPTQHooks):
         if bits >= 16:
             return scale, zero
         # scales rounded up on their 3-bit grid: the group's grid may get coarser but never clips its range
-        scale = quantize_stat(scale, bits, rows, up=True).clamp(min=1e-8)
-        if self.spec.symmetric:
-            return scale, zero
-        zero = torch.round(-fitted.amin(dim=1).clamp(max=0) / scale).clamp(0, self.spec.qmax)
-        if bits < self.spec.bits:  # zeros wider than the stat grid: quantize them too
-            zero = quantize_stat(zero, bits, rows).round().clamp(0, self.spec.qmax)
+        scale_codes, scale_stats = quantize_stat(scale, bits, rows, up=True)
+        scale = _stat_values(scale_codes, scale_stats, rows)
+        zero_codes = zero_stats = None
+        if not self.spec.symmetric:
+            zero = torch.round(-fitted.amin(dim=1).clamp(max=0) / scale.clamp(min=1e-30)).clamp(0, self.spec.qmax)
+            if self.zero_stats:
+                zero_codes, zero_stats = quantize_stat(zero, bits, rows)
+                zero = _stat_values(zero_codes, zero_stats, rows).round().clamp(0, self.spec.qmax)
+        self.fitted.append(_GroupStats(scale, scale_codes, scale_stats, zero_codes, zero_stats))
         return scale, zero
+
+    def statistics(self, scale: torch.Tensor) -> dict:
+        """The QuantLinear extras holding the statistics of the final scales [out, groups] (one record per
+        group: matched by value, since the loop fits groups in its own order)."""
+        if self.options.stat_bits >= 16:
+            return {}
+        pool = list(self.fitted)
+        chosen = []
+        for gi in range(scale.shape[1]):
+            k = next(i for i, r in enumerate(pool) if torch.equal(r.scale, scale[:, gi]))
+            chosen.append(pool.pop(k))
+        stack = lambda key: torch.stack([getattr(r, key) for r in chosen], dim=1)
+        extras = {"stat_bits": self.options.stat_bits, "stat_group": self.options.stat_group,
+                  "scale_codes": stack("scale_codes"), "scale_stats": stack("scale_stats")}
+        if self.zero_stats:
+            extras.update(zero_codes=stack("zero_codes"), zero_stats=stack("zero_stats"))
+        return extras
 
     def column_outliers(self, col: torch.Tensor, q: torch.Tensor, u_jj: torch.Tensor) -> torch.Tensor | None:
         if math.isinf(self.threshold):
@@ -127,40 +180,20 @@ class SpQRHooks(GPTQHooks):
         return mask
 
 
-def spqr_bits_per_weight(layer: QuantLinear, options: SpQROptions) -> float:
-    """Average storage bits per weight of a SpQR layer as the paper counts them: codes, quantized
-    first-level stats plus an fp16 scale and zero per β2 rows for each quantized statistic, and 32 bits
-    per outlier (fp16 value + 16-bit column index)."""
-    out_f, in_f = layer.out_features, layer.in_features
-    bits, stat = layer.w_spec.bits, options.stat_bits
-    n_first = out_f * layer.scale.shape[1]
-    n_second = math.ceil(out_f / options.stat_group) * layer.scale.shape[1]
-    scales = n_first * stat + n_second * 32 if stat < 16 else n_first * 16
-    if layer.w_spec.symmetric:
-        zeros = 0
-    elif stat < bits:
-        zeros = n_first * stat + n_second * 32
-    else:
-        zeros = n_first * bits
-    n_sparse = 0 if layer.sparse_val is None else layer.sparse_val.numel()
-    return (out_f * in_f * bits + scales + zeros + 32 * n_sparse) / (out_f * in_f)
-
-
 @register("spqr", SpQROptions, calibrated=True,
           summary="small groups with quantized scales + sparse FP outlier weights, on GPTQ (SpQR)")
 def spqr(job: QuantJob, options: SpQROptions) -> None:
-    spec = job.w_spec if not options.group_size else replace(job.w_spec, granularity="group",
-                                                              group_size=options.group_size)
+    spec = job.w_spec
     spec.validate_weights()
 
     def quantize(_ctx, _path, linear, stats):
+        hooks = SpQRHooks(spec, options)
         result = gptq_quantize(linear.weight, stats.hessian, spec, damp=options.damp, block_size=options.block_size,
-                               act_order=options.act_order, static_groups=options.static_groups,
-                               hooks=SpQRHooks(spec, options))
-        weight, extras = result.weight, {}
+                               act_order=options.act_order, static_groups=options.static_groups, hooks=hooks)
+        weight, extras = result.weight, hooks.statistics(result.scale)
         if result.outliers is not None:
             rows, cols = result.outliers.nonzero(as_tuple=True)
-            extras = {"sparse_idx": torch.stack([rows, cols]), "sparse_val": weight[rows, cols].clone()}
+            extras.update(sparse_idx=torch.stack([rows, cols]), sparse_val=weight[rows, cols].clone())
             weight = weight.masked_fill(result.outliers, 0.0)  # codes at the zero point: the sparse value adds back
         return to_quant_linear(linear, spec, job.a_spec, weight=weight, scale=result.scale, zero=result.zero, **extras)
 

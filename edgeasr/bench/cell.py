@@ -123,6 +123,7 @@ def run_cell(cell: Cell, threads: int = 1) -> dict:
     """Quantize and evaluate one cell; the row carries the result or the error."""
     import torch
 
+    from edgeasr.bench.breakdown import breakdown
     from edgeasr.evaluate import evaluate
 
     torch.set_num_threads(threads)
@@ -137,7 +138,7 @@ def run_cell(cell: Cell, threads: int = 1) -> dict:
                     "insertions": wer.insertions, "deletions": wer.deletions, "reference_words": wer.reference_words,
                     "utterances": wer.utterances, "audio_seconds": round(report.audio_seconds, 2),
                     "compute_seconds": round(report.compute_seconds, 2), "rtfx": round(report.rtfx, 2),
-                    **_cost_fields(report, engine),
+                    **_cost_fields(report, engine), **breakdown(report.rows),
                     "quantize_seconds": stats.get("quantize_seconds"),
                     "calibration_clips": stats.get("calibration_clips"),
                     "checkpoint_cached": stats.get("checkpoint_cached")})

@@ -1,0 +1,57 @@
+"""Where the words go: errors by clip length and the words lost to an early end of text.
+
+A quantized decoder that emits end-of-text too soon shows up as a run of deletions at the end of the
+reference (the hypothesis stops, the speech goes on). `trailing_deletions` counts that run per clip
+from the word alignment of the normalised texts; deletions inside a clip are ordinary misses.
+"""
+
+from __future__ import annotations
+
+import jiwer
+
+LENGTH_BUCKETS = ((0.0, 5.0), (5.0, 10.0), (10.0, 17.0), (17.0, float("inf")))
+"""Clip-length ranges (seconds) of the per-length columns."""
+EARLY_END_MIN_WORDS = 3
+"""A clip counts as ended early when at least this many reference words trail the last hypothesis word."""
+
+
+def bucket_label(low: float, high: float) -> str:
+    return f"{low:g}+s" if high == float("inf") else f"{low:g}-{high:g}s"
+
+
+def trailing_deletions(reference_norm: str, hypothesis_norm: str) -> int:
+    """Reference words after the last word the hypothesis matched or substituted (all of them if it is empty)."""
+    ref = reference_norm.split()
+    if not ref:
+        return 0
+    if not hypothesis_norm.split():
+        return len(ref)
+    chunks = jiwer.process_words(reference_norm, hypothesis_norm).alignments[0]
+    last = max((c.ref_end_idx for c in chunks if c.type in ("equal", "substitute")), default=0)
+    return len(ref) - last
+
+
+def breakdown(rows: list[dict]) -> dict:
+    """Per-length reference words / deletions / errors and early-end counts over evaluation rows
+    (`reference_norm`, `hypothesis_norm`, `audio_seconds` as `evaluate` writes them)."""
+    buckets = {bucket_label(*b): {"utterances": 0, "words": 0, "deletions": 0, "errors": 0} for b in LENGTH_BUCKETS}
+    early_words = early_clips = 0
+    for row in rows:
+        ref, hyp = row["reference_norm"], row["hypothesis_norm"]
+        if not ref.split():
+            continue
+        out = jiwer.process_words(ref, hyp) if hyp.split() else None
+        deletions = out.deletions if out else len(ref.split())
+        errors = out.substitutions + out.deletions + out.insertions if out else len(ref.split())
+        low, high = next(b for b in LENGTH_BUCKETS if b[0] <= row["audio_seconds"] < b[1])
+        cell = buckets[bucket_label(low, high)]
+        cell["utterances"] += 1
+        cell["words"] += len(ref.split())
+        cell["deletions"] += deletions
+        cell["errors"] += errors
+        trail = trailing_deletions(ref, hyp)
+        if trail >= EARLY_END_MIN_WORDS:
+            early_words += trail
+            early_clips += 1
+    return {"by_length": {k: v for k, v in buckets.items() if v["utterances"]},
+            "early_end_words": early_words, "early_end_clips": early_clips}

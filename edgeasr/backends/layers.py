@@ -44,7 +44,7 @@ def describe_layers(model) -> list[LayerInfo]:
             params = module.codes.numel() + (0 if module.bias is None else module.bias.numel())
             infos.append(LayerInfo(
                 name, "linear", module.in_features, module.out_features, module.w_spec.bits, module.a_spec.bits,
-                module.weight_bytes(), params,
+                module.weight_bytes(), params, quant_bits=module.storage_bits().total,
                 fp_in_features=0 if module.outlier_idx is None else module.outlier_idx.numel(),
                 sparse_nnz=0 if module.sparse_val is None else module.sparse_val.numel(), hadamard=module.hadamard))
         elif isinstance(module, nn.Linear):

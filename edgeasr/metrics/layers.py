@@ -53,6 +53,8 @@ class LayerInfo:
     """An online Hadamard rotation of the input (a butterfly: see `cost.rotation_ops`)."""
     tied_to: str | None = None
     """Name of the layer whose weight this one shares (counted once in size)."""
+    quant_bits: int = 0
+    """A quantized layer's effective bits in total (`metrics.bits`: codes, scales, zeros, outliers, extras)."""
 
     @property
     def part(self) -> str:

@@ -19,8 +19,9 @@ from edgeasr.quant.calibrate import CalibrationClip
 from edgeasr.quant.recipe import CalibrationOptions, Recipe
 from edgeasr.zoo import fetch
 
-SMALL_CALIBRATION = CalibrationOptions(n_clips=8, concat=4, max_decoder_tokens=48)
-QUICK_CALIBRATION = CalibrationOptions(n_clips=2, concat=2, max_decoder_tokens=32)
+# The short-prompt set keeps method tests fast (the default, calib-mix, holds 5-25 s items).
+SMALL_CALIBRATION = CalibrationOptions("asterisk-en-calib", n_clips=8, concat=4, max_decoder_tokens=48)
+QUICK_CALIBRATION = CalibrationOptions("asterisk-en-calib", n_clips=2, concat=2, max_decoder_tokens=32)
 """W8 needs little calibration: a few clips keep the end-to-end transcript checks cheap."""
 
 

@@ -29,7 +29,7 @@ def block_ctx(request):
     model, part = request.param
     backend = fp_backend(model)
     arch = graph_for(backend.model)
-    inputs = capture_inputs(backend, arch, part, list(held_out_clips()[:2]), CalibrationOptions(max_decoder_tokens=32))
+    inputs = capture_inputs(backend, arch, part, list(held_out_clips()[:2]), CalibrationOptions("asterisk-en-calib", max_decoder_tokens=32))
     block = copy.deepcopy(arch.blocks(backend.model, part)[0])  # the cached FP model stays untouched
     return BlockContext(part, 0, f"{part}.0", block, arch.block_graph(part), inputs, arch)
 

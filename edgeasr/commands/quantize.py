@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--a-bits", type=int, help="activation bits 4, 6, 8 or 16")
     p.add_argument("--group-size", type=int, help="columns per scale (power of two >= 16; 0 = per channel)")
     p.add_argument("--symmetric", action="store_true", default=None, help="symmetric weight grid")
-    p.add_argument("--calib-clips", type=int, help="number of calibration clips")
+    p.add_argument("--calib-clips", type=int, help="number of calibration sequences (each joins up to the recipe's calibration.concat utterances)")
     p.add_argument("--calib-set", help="calibration data set or manifest")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
     p.add_argument("--out", type=Path, help="checkpoint directory (default: the cache)")

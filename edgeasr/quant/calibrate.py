@@ -40,8 +40,11 @@ class BlockInput:
 
 @dataclass
 class CalibrationClip:
+    """One calibration sequence: `utterances` clips of the set joined with short pauses."""
+
     audio: np.ndarray
     text: str | None
+    utterances: int = 1
 
 
 @dataclass
@@ -65,7 +68,15 @@ class BlockContext:
         return block_outputs(self.block, self.inputs)
 
 
+SEQUENCE_MAX_SECONDS = 28.0
+"""Longest joined sequence: Whisper's encoder window is 30 s, and audio past it would be cut while its
+text is still teacher-forced."""
+PAUSE_SECONDS = 0.3
+
+
 def load_calibration_clips(options: CalibrationOptions) -> list[CalibrationClip]:
+    """`options.n_clips` sequences, each up to `options.concat` utterances of the set joined with pauses
+    (fewer when the next one would pass `SEQUENCE_MAX_SECONDS`)."""
     from edgeasr.audio import prepare_audio
     from edgeasr.data.manifest import load_manifest
 
@@ -74,13 +85,24 @@ def load_calibration_clips(options: CalibrationOptions) -> list[CalibrationClip]
         raise DatasetError(f"calibration set {options.dataset} is empty")
     rng = random.Random(options.seed)
     chosen = rng.sample(utterances, min(options.n_clips * options.concat, len(utterances)))
-    pause = np.zeros(int(0.3 * 16000), dtype=np.float32)
+    groups: list[list] = []
+    for utt in chosen:
+        group = groups[-1] if groups else None
+        if (group is None or len(group) == options.concat
+                or sum(u.seconds + PAUSE_SECONDS for u in group) + utt.seconds > SEQUENCE_MAX_SECONDS):
+            if len(groups) == options.n_clips:
+                break
+            groups.append([])
+        groups[-1].append(utt)
+    pause = np.zeros(int(PAUSE_SECONDS * 16000), dtype=np.float32)
     clips = []
-    for i in range(0, len(chosen), options.concat):
-        group = chosen[i:i + options.concat]
+    for group in groups:
         audio = np.concatenate([part for u in group for part in (prepare_audio(u.audio), pause)])
         texts = [u.text for u in group]
-        clips.append(CalibrationClip(audio, " ".join(texts) if all(texts) else None))
+        clips.append(CalibrationClip(audio, " ".join(texts) if all(texts) else None, len(group)))
+    seconds = sum(c.audio.size for c in clips) / 16000
+    log.info("calibration: %d sequences of up to %d joined utterances (%d utterances, %.0f s of audio) from %s",
+             len(clips), options.concat, sum(c.utterances for c in clips), seconds, options.dataset)
     return clips
 
 

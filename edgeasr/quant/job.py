@@ -69,6 +69,15 @@ class QuantJob:
             self._clips = load_calibration_clips(self.recipe.calibration)
         return self._clips
 
+    def calibration_stats(self) -> dict:
+        """How much calibration audio the job used, in the units the code uses: sequences (what `n_clips`
+        counts) and the utterances joined into them; empty when the method needed none."""
+        if self._clips is None:
+            return {}
+        return {"calibration_sequences": len(self._clips),
+                "calibration_utterances": sum(c.utterances for c in self._clips),
+                "calibration_seconds": round(sum(c.audio.size for c in self._clips) / 16000, 1)}
+
     def blocks(self) -> Iterator[tuple[str, nn.Module, BlockGraph]]:
         for part in self.recipe.parts:
             for block in self.arch.blocks(self.model, part):

@@ -15,19 +15,30 @@ RECIPE_DIR = package_data("edgeasr.recipes")
 
 @dataclass(frozen=True)
 class CalibrationOptions:
-    """Which audio calibrates a method and how much of it."""
+    """Which audio calibrates a method and how much of it.
 
-    dataset: str = "asterisk-en-calib"
-    """Data set name or manifest path (labelled sets give teacher-forced decoder inputs)."""
+    The unit is a *sequence*: up to `concat` utterances of the set joined with 0.3 s pauses (at most
+    28 s of audio). A method sees `n_clips` sequences, so `n_clips * concat` utterances at most.
+    """
+
+    dataset: str = "calib-mix"
+    """Data set name or manifest path (labelled sets give teacher-forced decoder inputs). The default mixes
+    voices, 1-25 s lengths and noise, and shares no audio with any evaluation set (`edgeasr data list`)."""
     n_clips: int = 32
-    """Number of calibration samples."""
-    concat: int = 4
-    """Clips joined (with short pauses) into one sample: the calibration prompts are one or two words,
-    and sentence-length samples give the decoder realistic positions to calibrate on."""
-    max_decoder_tokens: int = 64
-    """Decoder positions per clip used for calibration."""
+    """Number of calibration *sequences* (not utterances: each joins up to `concat` of them)."""
+    concat: int = 1
+    """Utterances joined into one sequence. calib-mix items are already 1-25 s long (1); sets of one- or
+    two-word prompts need joining (asterisk-en-calib: 4) to give the decoder realistic positions."""
+    max_decoder_tokens: int = 128
+    """Decoder positions per sequence used for calibration: long items decode to ~90 tokens, and positions a
+    quantized decoder never saw in calibration are where it ended early."""
     seed: int = 0
-    """Seed of the clip sample and of any random initialisation."""
+    """Seed of the utterance sample and of any random initialisation."""
+
+    @property
+    def max_utterances(self) -> int:
+        """The most utterances the calibration uses (`n_clips` sequences of up to `concat`)."""
+        return self.n_clips * self.concat
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ demo: setup
 
 zoo: setup
 	edgeasr fetch moonshine-base whisper-tiny.en whisper-base
-	edgeasr data build asterisk-en asterisk-en-calib tts-en codec2-calib
+	edgeasr data build asterisk-en asterisk-en-calib tts-en codec2-calib calib-mix
 
 test: zoo
 	$(PYTHON) -m pytest -q

@@ -25,9 +25,9 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from edgeasr.data import BUILDERS, OFFLINE_SETS, is_built
+    from edgeasr.data import BUILDERS, OFFLINE_SETS, SETS, is_built
 
     for name in BUILDERS:
         state = "built" if is_built(name) else "not built"
-        print(f"{name:20} {'offline' if name in OFFLINE_SETS else 'needs the Hub':14} {state}")
+        print(f"{name:20} {'offline' if name in OFFLINE_SETS else 'needs the Hub':14} {state:10} {SETS[name]}")
     return 0

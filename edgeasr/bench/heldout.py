@@ -1,0 +1,144 @@
+"""Tables of the held-out study (issue 19) from a sweep results file: `python -m edgeasr.bench.heldout`.
+
+Three views of the same rows: words lost to an early end of text by method and calibration (the
+long-clip failure), WER by calibration set × evaluation set (how much a method depends on its
+calibration domain), and per model the FP / per-method WER on each set with the best W4 and W3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from edgeasr.bench.breakdown import LENGTH_BUCKETS, bucket_label
+
+CALIBRATED = ("gptq", "awq", "quik", "spqr", "omniquant", "quarot", "smoothquant", "osplus")
+
+
+def calibration_label(row: dict) -> str:
+    """`calib-mix 32x1 t128`: set, sequences x utterances per sequence, decoder positions."""
+    cal = row.get("calibration")
+    if not cal:
+        return "-"
+    return f"{cal['dataset']} {cal['n_clips']}x{cal['concat']} t{cal['max_decoder_tokens']}"
+
+
+def _ok(rows: list[dict]) -> list[dict]:
+    latest: dict[str, dict] = {}
+    for row in rows:
+        if row.get("status") == "ok":
+            latest[row["key"]] = row  # a re-run cell replaces the older row
+    return list(latest.values())
+
+
+def _bits(row: dict) -> str:
+    eff = row.get("effective_bits")
+    return f"{eff:.2f}" if isinstance(eff, (int, float)) else "-"
+
+
+def early_end_table(rows: list[dict], dataset: str = "longform-en") -> str:
+    """Per method and calibration on `dataset`: WER, deletions by clip length, words lost to an early end."""
+    buckets = [bucket_label(*b) for b in LENGTH_BUCKETS]
+    picked = sorted((r for r in rows if r["dataset"] == dataset and r["bits"] in ("fp", "w4a16", "w3a16")),
+                    key=lambda r: (r["model"], r["bits"] != "fp", r["bits"], calibration_label(r), r["method"]))
+    if not picked:
+        return ""
+    head = ["model", "method", "bits", "calibration", "WER %", "deletions"] + [f"del {b}" for b in buckets]
+    head += ["early-end words (clips)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in picked:
+        by_length = r.get("by_length", {})
+        cells = [f"{by_length[b]['deletions']}/{by_length[b]['words']}" if b in by_length else "" for b in buckets]
+        lines.append("| " + " | ".join([r["model"], r["method"], r["bits"], calibration_label(r), f"{r['wer']:.2f}",
+                                        str(r["deletions"])] + cells
+                                       + [f"{r.get('early_end_words', '?')} ({r.get('early_end_clips', '?')})"]) + " |")
+    return "\n".join(lines)
+
+
+def cross_domain_table(rows: list[dict], model: str, bits: str = "w4a16") -> str:
+    """WER per (method, calibration) × evaluation set, and per method the spread over calibrations."""
+    sets = sorted({r["dataset"] for r in rows if r["model"] == model and r.get("calibration")})
+    fp = {r["dataset"]: r["wer"] for r in rows if r["model"] == model and r["bits"] == "fp"}
+    rtn = {r["dataset"]: r["wer"] for r in rows if r["model"] == model and r["method"] == "rtn" and r["bits"] == bits}
+    table: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for r in rows:
+        if r["model"] == model and r["bits"] == bits and r["method"] in CALIBRATED:
+            table[(r["method"], calibration_label(r))][r["dataset"]] = r["wer"]
+    if not table:
+        return ""
+    lines = ["| method | calibration | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
+    lines.append("| FP | - | " + " | ".join(f"{fp[s]:.2f}" if s in fp else "" for s in sets) + " |")
+    lines.append("| RTN | - | " + " | ".join(f"{rtn[s]:.2f}" if s in rtn else "" for s in sets) + " |")
+    for (method, cal), wers in sorted(table.items()):
+        lines.append(f"| {method} | {cal} | " + " | ".join(f"{wers[s]:.2f}" if s in wers else "" for s in sets) + " |")
+    lines += ["", "Spread over calibration sets (max - min WER, points), per evaluation set:", "",
+              "| method | " + " | ".join(sets) + " | mean |", "|---|" + "---|" * (len(sets) + 1)]
+    for method in sorted({m for m, _ in table}):
+        spreads = []
+        for s in sets:
+            values = [w[s] for (m, _), w in table.items() if m == method and s in w]
+            spreads.append(max(values) - min(values) if len(values) > 1 else None)
+        known = [v for v in spreads if v is not None]
+        lines.append(f"| {method} | " + " | ".join("" if v is None else f"{v:.2f}" for v in spreads)
+                     + f" | {sum(known) / len(known):.2f} |" if known else f"| {method} |" + " |" * (len(sets) + 1))
+    return "\n".join(lines)
+
+
+def main_table(rows: list[dict], model: str, calibration: str | None) -> str:
+    """Per set: FP, then each method's WER at each bit setting (calibrated methods on `calibration`)."""
+    mine = [r for r in rows if r["model"] == model
+            and (r["bits"] == "fp" or r["method"] not in CALIBRATED or calibration_label(r) == calibration)]
+    sets = sorted({r["dataset"] for r in mine})
+    columns = sorted({(r["bits"], r["method"]) for r in mine if r["bits"] != "fp"})
+    if not sets or not columns:
+        return ""
+    head = ["set", "FP"] + [f"{m} {b.upper()}" for b, m in columns] + ["best W4 (Δ)", "best W3 (Δ)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in sets:
+        at = {(r["bits"], r["method"]): r for r in mine if r["dataset"] == s}
+        fp = at.get(("fp", "fp"))
+        row = [s, f"{fp['wer']:.2f}" if fp else ""]
+        row += [f"{at[c]['wer']:.2f}" if c in at else "" for c in columns]
+        for bits in ("w4a16", "w3a16"):
+            cands = [(r["wer"], m) for (b, m), r in at.items() if b == bits]
+            if cands and fp:
+                wer, method = min(cands)
+                row.append(f"{method} {wer:.2f} ({wer - fp['wer']:+.2f})")
+            else:
+                row.append("")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def render(rows: list[dict], calibration: str) -> str:
+    rows = _ok(rows)
+    parts = ["# Held-out study tables (generated by `python -m edgeasr.bench.heldout`)", "",
+             "## Words lost to an early end of text, long-form items", "", early_end_table(rows), ""]
+    for model in sorted({r["model"] for r in rows}):
+        cross = cross_domain_table(rows, model)
+        if cross:
+            parts += [f"## Cross-domain calibration, {model} W4A16 g64", "", cross, ""]
+        table = main_table(rows, model, calibration)
+        if table:
+            parts += [f"## {model}: WER % per set (calibrated methods on {calibration})", "", table, ""]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, nargs="?", default=Path("bench/results/heldout.jsonl"))
+    parser.add_argument("--out", type=Path, default=None, help="markdown file (default: next to the results)")
+    parser.add_argument("--calibration", default="calib-mix 32x1 t128",
+                        help="calibration of the calibrated methods in the per-model tables")
+    args = parser.parse_args(argv)
+    rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
+    out = args.out or args.results.with_suffix(".md")
+    out.write_text(render(rows, args.calibration))
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """`edgeasr-listen`: live transcription from the microphone, a file replayed as if it were one, or a server.
 
-    edgeasr-listen --model moonshine-tiny                 # microphone, FP model
-    edgeasr-listen --model moonshine-tiny --method gptq --bits 4   # quantizes once, then cached
+    edgeasr-listen --model moonshine-tiny                 # microphone, FP model (as an FP32 bundle)
+    edgeasr-listen --model moonshine-tiny --method gptq --bits 4   # quantized and exported once, then cached
     edgeasr-listen --file talk.wav --fast --json          # one JSON event per line, as fast as possible
 
 In a terminal the open line is rewritten in place and finished lines stay; Ctrl-C stops the input,
@@ -28,16 +28,23 @@ log = logging.getLogger("edgeasr.listen")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edgeasr.resolver import ENGINES, ResolveOptions
     from edgeasr.stream.session import SessionOptions
     from edgeasr.stream.vad import VADOptions
 
     p = argparse.ArgumentParser(prog="edgeasr-listen", description=__doc__.splitlines()[0])
     model = p.add_mutually_exclusive_group()
     model.add_argument("--model", default="moonshine-tiny", help="zoo name, transformers dir or Hub id")
+    model.add_argument("--recipe", type=Path, help="recipe file (models/recipes/NAME.toml or a path)")
     model.add_argument("--checkpoint", type=Path, help="quantized checkpoint made by `edgeasr quantize`")
-    model.add_argument("--bundle", type=Path, help="ONNX bundle made by `edgeasr export`")
+    model.add_argument("--bundle", type=Path, help="bundle directory or .edgeasr.tar made by `edgeasr export`")
     p.add_argument("--method", help="quantize --model with this method on first use (e.g. rtn, gptq, awq)")
     p.add_argument("--bits", type=int, default=4, help="weight bits for --method (default 4)")
+    p.add_argument("--a-bits", type=int, default=16, help="activation bits for --method (default 16)")
+    p.add_argument("--group-size", type=int, default=64, help="weight group size for --method (0 = per channel)")
+    p.add_argument("--engine", choices=ENGINES, default=ResolveOptions.engine,
+                   help="bundle: packed ONNX bundle (exported on first use); torch: the transformers fake-quant "
+                        "model; auto (default): the bundle wherever one can represent the recipe")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--file", type=Path, help="replay this audio file as if it were the microphone")
     source.add_argument("--device", help="input device index or name substring (see --list-devices)")
@@ -61,49 +68,16 @@ def _device(value: str | None) -> int | str | None:
     return int(value) if value is not None and value.isdigit() else value
 
 
-def _cached_bundle(label: str) -> Path | None:
-    from edgeasr.paths import cache_dir
-
-    for candidate in (cache_dir("bundles") / label, cache_dir("bundles") / f"{label}.edgeasr.tar"):
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def _torch_available() -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("torch") is not None
-    except ImportError:
-        return False
-
-
-def _model_path(args: argparse.Namespace):
-    """What to load: an explicit checkpoint/bundle, else a cached bundle of the recipe (packed, the fast
-    path), else the recipe quantized on first use (needs torch), else a clear message for edge boards."""
-    if args.checkpoint or args.bundle:
-        return args.checkpoint or args.bundle
+def _target(args: argparse.Namespace):
+    """What to run, for `edgeasr.resolver`: an explicit bundle / checkpoint / recipe file, else --model (+ --method)."""
     from edgeasr.quant.recipe import Recipe
+    from edgeasr.resolver import recipe_target
 
-    label = Recipe(args.model, args.method, args.bits).label if args.method else args.model
-    bundle = _cached_bundle(label)
-    if bundle is not None:
-        return bundle
-    if not _torch_available():
-        from edgeasr.paths import cache_dir
-
-        steps = (f"edgeasr quantize --model {args.model} --method {args.method} --w-bits {args.bits} && "
-                 f"edgeasr export --checkpoint ~/.cache/edgeasr/checkpoints/{label} --out {label} --archive"
-                 if args.method else f"edgeasr export --model {args.model} --out {label} --archive")
-        raise EdgeASRError(f"no bundle named {label} in {cache_dir('bundles')} and torch is not installed here "
-                           f"(the edge profile runs bundles only). On a workstation run:\n  {steps}\n"
-                           f"then copy {label}.edgeasr.tar to {cache_dir('bundles')}/ on this machine.")
-    if args.method:
-        from edgeasr.quant.api import load_or_quantize
-
-        return load_or_quantize(args.model, args.method, args.bits)
-    return args.model
+    if args.bundle or args.checkpoint:
+        return args.bundle or args.checkpoint
+    if args.recipe:
+        return Recipe.from_toml(args.recipe)
+    return recipe_target(args.model, args.method, args.bits, args.a_bits, args.group_size)
 
 
 class Printer:
@@ -164,11 +138,12 @@ class StopOnInterrupt:
 
 
 def _listen_local(args: argparse.Namespace, chunks: Iterable, printer: Printer) -> None:
-    from edgeasr.engine import Engine
+    from edgeasr.resolver import ResolveOptions, resolve
     from edgeasr.stream.session import SessionOptions, StreamingSession
     from edgeasr.stream.vad import VADOptions
 
-    engine = Engine.load(_model_path(args))
+    engine = resolve(_target(args), ResolveOptions(engine=args.engine))
+    log.info("running %s on the %s engine", engine.name, engine.kind)
     options = SessionOptions(vad=VADOptions(aggressiveness=args.vad_aggressiveness),
                              partial_interval=args.partial_interval, partials=not args.no_partials)
     session = StreamingSession(engine, options)
@@ -181,12 +156,14 @@ def _listen_local(args: argparse.Namespace, chunks: Iterable, printer: Printer) 
 
 def _server_target(args: argparse.Namespace) -> dict:
     """What the server should run, in `edgeasr.client.ClientOptions` fields."""
-    if args.bundle:
-        raise EdgeASRError("--bundle runs locally only; a server serves zoo models, recipes and cached checkpoints")
+    if args.bundle or args.recipe:
+        raise EdgeASRError("--bundle and --recipe run locally only; a server serves zoo models, recipes given as "
+                           "--model/--method/--bits and cached checkpoints")
     if args.checkpoint:
         return {"checkpoint": args.checkpoint.name}
     if args.method:
-        return {"recipe": {"model": args.model, "method": args.method, "w_bits": args.bits}}
+        return {"recipe": {"model": args.model, "method": args.method, "w_bits": args.bits, "a_bits": args.a_bits,
+                           "group_size": args.group_size}}
     return {"model": args.model}
 
 

@@ -50,12 +50,10 @@ def quantize_to_checkpoint(recipe: Recipe, target: Path | None = None) -> Path:
     return save_checkpoint(backend.model, recipe, source_dir, target or default_checkpoint_path(recipe), stats)
 
 
-def load_or_quantize(model: str, method: str = "rtn", w_bits: int = 4, a_bits: int = 16,
-                     group_size: int = 64, **options) -> Path:
-    """The cached checkpoint for this recipe, quantizing it first if it is missing or does not verify."""
+def checkpoint_for(recipe: Recipe) -> Path:
+    """The cached checkpoint of `recipe`, quantizing it first if it is missing or does not verify."""
     from edgeasr.quant.checkpoint import read_meta
 
-    recipe = Recipe(model, method, w_bits, a_bits, group_size, options=options)
     path = default_checkpoint_path(recipe)
     if path.exists():
         try:
@@ -65,3 +63,9 @@ def load_or_quantize(model: str, method: str = "rtn", w_bits: int = 4, a_bits: i
             log.warning("%s; quantizing again", exc)
     log.info("no cached checkpoint for %s: quantizing (once)", recipe.label)
     return quantize_to_checkpoint(recipe, path)
+
+
+def load_or_quantize(model: str, method: str = "rtn", w_bits: int = 4, a_bits: int = 16,
+                     group_size: int = 64, **options) -> Path:
+    """`checkpoint_for` the recipe of these values."""
+    return checkpoint_for(Recipe(model, method, w_bits, a_bits, group_size, options=options))

@@ -1,7 +1,8 @@
-"""Process-wide engine cache keyed by (model, method, bits), so switching recipes never reloads one.
+"""Process-wide engine cache keyed by (model, method, bits, engine), so switching recipes never reloads one.
 
-Quantized engines come from `load_or_quantize`, which reuses a cached checkpoint when one exists;
-the first request for a recipe quantizes it (seconds for RTN on a tiny model) with a progress bar.
+Every engine comes from `edgeasr.resolver`: the packed bundle (ONNX Runtime, what a board runs) whenever one
+can represent the recipe, quantized and exported once into the cache on first use (seconds to a few minutes,
+with a progress bar), else the torch fake-quant model. `engine.describe()["engine"]` says which ran.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgeasr.engine import Engine
+from edgeasr.resolver import FP, ResolveOptions, Target, recipe_target, resolve
 
 log = logging.getLogger(__name__)
 
-FP = "fp"
-"""Method name the pickers use for the unquantized model."""
 BIT_CHOICES = (8, 6, 4, 3, 2)
 """Weight bit-widths offered by the pickers (activations stay at 16 bits)."""
 
@@ -26,24 +26,30 @@ Progress = Callable[..., object]
 
 @dataclass(frozen=True)
 class EngineKey:
-    """Which engine to run: a zoo model, a method (or FP) and its weight bits."""
+    """Which engine to run: a zoo model, a method (or FP), its weight bits, and bundle / torch / auto."""
 
     model: str
     method: str = FP
     bits: int = 16
+    engine: str = ResolveOptions.engine
 
     @classmethod
-    def of(cls, model: str, method: str, bits: int | float | str | None) -> "EngineKey":
+    def of(cls, model: str, method: str, bits: int | float | str | None,
+           engine: str = ResolveOptions.engine) -> "EngineKey":
         """Normalize picker values; FP ignores the bit picker so it maps to one cache entry."""
         if method == FP:
-            return cls(model, FP, 16)
-        return cls(model, method, int(bits or 4))
+            return cls(model, FP, 16, engine)
+        return cls(model, method, int(bits or 4), engine)
 
     @property
     def label(self) -> str:
         if self.method == FP:
             return f"{self.model} · FP"
         return f"{self.model} · {self.method.upper()} W{self.bits}A16"
+
+    @property
+    def target(self) -> Target:
+        return recipe_target(self.model, self.method, self.bits)
 
 
 _engines: dict[EngineKey, Engine] = {}
@@ -52,10 +58,10 @@ _table_lock = threading.Lock()
 
 
 def get_engine(key: EngineKey, progress: Progress | None = None) -> Engine:
-    """The cached engine for `key`, loading (and quantizing) it on first use.
+    """The cached engine for `key`, resolved (quantized and exported on first use) the first time.
 
-    One lock per key: two browser sessions asking for the same new recipe quantize it once, while
-    requests for recipes already loaded never wait behind a quantization.
+    One lock per key: two browser sessions asking for the same new recipe build it once, while
+    requests for recipes already loaded never wait behind a build.
     """
     with _table_lock:
         if key in _engines:
@@ -64,17 +70,9 @@ def get_engine(key: EngineKey, progress: Progress | None = None) -> Engine:
     with lock:
         if key in _engines:
             return _engines[key]
-        source: object = key.model
-        if key.method != FP:
-            from edgeasr.quant.api import load_or_quantize
-
-            if progress is not None:
-                progress(0.1, desc=f"quantizing {key.label} (cached after the first time)")
-            source = load_or_quantize(key.model, key.method, key.bits)
-        if progress is not None:
-            progress(0.6, desc=f"loading {key.label}")
+        report = None if progress is None else (lambda fraction, message: progress(fraction, desc=message))
         log.info("loading engine %s", key.label)
-        engine = Engine.load(source)
+        engine = resolve(key.target, ResolveOptions(engine=key.engine), report)
         with _table_lock:
             _engines[key] = engine
         return engine

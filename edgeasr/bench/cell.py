@@ -98,7 +98,8 @@ def _cost_fields(report, engine) -> dict:
             "ref_macs": ref.macs, "ref_bops": ref.bops, "ref_memory_io_bytes": ref.memory_io_bytes,
             "ref_weight_read_bytes": ref.weight_read_bytes, "ref_activation_bytes": ref.activation_bytes,
             "weight_bytes": ref.weight_bytes, "fp32_weight_bytes": ref.fp32_weight_bytes,
-            "size_ratio": round(ref.size_ratio, 3), "on_disk_bytes": ref.size.on_disk_bytes}
+            "size_ratio": round(ref.size_ratio, 3), "on_disk_bytes": ref.size.on_disk_bytes,
+            "effective_bits": ref.effective_bits, "total_bytes": ref.total_bytes, "total_parts": ref.size.total_parts}
 
 
 def scrub(text: str) -> str:

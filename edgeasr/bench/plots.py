@@ -1,5 +1,5 @@
-"""The study's plots from sweep rows: WER vs weight bits per method, WER vs memory I/O and vs BOPs with
-the Pareto front. Matplotlib with the Agg backend, so it runs without a display."""
+"""The study's plots from sweep rows: WER vs weight bits per method, WER vs memory I/O, vs BOPs and vs the
+total bytes of the bundle, with the Pareto front. Matplotlib with the Agg backend, so it runs without a display."""
 
 from __future__ import annotations
 
@@ -108,7 +108,8 @@ def plot_wer_vs_cost(rows: list[dict], dataset: str, key: str, label: str, scale
     _wer_axis(ax)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     seconds, tokens = REFERENCE_UTTERANCE
-    ax.set_title(f"WER vs {label.split(' (')[0]} on {dataset} ({seconds:g} s utterance, {tokens} tokens)")
+    per_utterance = f" ({seconds:g} s utterance, {tokens} tokens)" if key.startswith("ref_") else ""
+    ax.set_title(f"WER vs {label.split(' (')[0]} on {dataset}{per_utterance}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -127,4 +128,8 @@ def write_plots(rows: list[dict], out_dir: Path) -> list[Path]:
         paths.append(plot_wer_vs_cost(mine, dataset, "ref_memory_io_bytes", "memory I/O (MB)", 1e6,
                                       out_dir / f"wer_vs_memory_io-{stem}.png"))
         paths.append(plot_wer_vs_cost(mine, dataset, "ref_bops", "BOPs (G)", 1e9, out_dir / f"wer_vs_bops-{stem}.png"))
+        sized = [r for r in mine if r.get("total_bytes")]
+        if _ok(sized):
+            paths.append(plot_wer_vs_cost(sized, dataset, "total_bytes", "total bytes of the bundle (MB)", 1e6,
+                                          out_dir / f"wer_vs_total_bytes-{stem}.png"))
     return paths

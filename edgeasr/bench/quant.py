@@ -15,7 +15,8 @@ from pathlib import Path
 
 BITS = ("w8a16", "w4a16", "w3a16", "w4a8", "w8a8")
 CSV_FIELDS = ("model", "method", "bits", "dataset", "status", "wer", "reference_words", "utterances",
-              "quantize_seconds", "weight_bytes", "ref_memory_io_bytes", "ref_bops", "rtfx", "error")
+              "quantize_seconds", "effective_bits", "total_bytes", "sizes_from", "weight_bytes",
+              "ref_memory_io_bytes", "ref_bops", "rtfx", "error")
 USABLE_W3_MARGIN = 2.0
 """W3 counts as usable when its WER is within this many points of FP (absolute)."""
 
@@ -79,6 +80,16 @@ def target_lines(model: str, dataset: str, rows: list[dict], targets: Targets = 
         return ["(no FP baseline yet: targets not checked)"]
     def at(bits: str) -> dict[str, float]:
         return {r["method"]: r["wer"] for r in mine if r["bits"] == bits}
+
+    def storage(bits: str, method: str) -> str:
+        """Effective bits and the bytes against RTN at the same setting: the methods are not at equal bytes."""
+        by = {r["method"]: r for r in mine if r["bits"] == bits}
+        row, rtn = by[method], by.get("rtn")
+        if row.get("effective_bits") is None:
+            return ""
+        diff = ("" if rtn is None or method == "rtn" or not rtn.get("total_bytes")
+                else f", {(row['total_bytes'] - rtn['total_bytes']) / 1e6:+.2f} MB vs rtn")
+        return f" [{row['effective_bits']:.2f} b{diff}]"
     lines = []
     w8 = at("w8a16")
     if w8:
@@ -90,12 +101,13 @@ def target_lines(model: str, dataset: str, rows: list[dict], targets: Targets = 
     if w4:
         best = min(w4, key=w4.get)
         verdict = "met" if w4[best] - fp <= targets.best_w4 else "missed"
-        lines.append(f"- best W4A16 within +{targets.best_w4} of FP: {verdict} ({best} {w4[best] - fp:+.2f})")
+        lines.append(f"- best W4A16 within +{targets.best_w4} of FP: {verdict} ({best} {w4[best] - fp:+.2f}"
+                     f"{storage('w4a16', best)})")
     w3 = at("w3a16")
     if w3:
         usable = sorted((m for m, w in w3.items() if w - fp <= USABLE_W3_MARGIN), key=w3.get)
-        lines.append(f"- W3A16 within +{USABLE_W3_MARGIN:g} of FP: {', '.join(usable) or 'none'} "
-                     f"(of {len(w3)} methods)")
+        lines.append(f"- W3A16 within +{USABLE_W3_MARGIN:g} of FP: "
+                     f"{', '.join(m + storage('w3a16', m) for m in usable) or 'none'} (of {len(w3)} methods)")
     return lines
 
 
@@ -114,7 +126,9 @@ def write_tables(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
              f"WER (%) on {' / '.join(sets)} (Whisper English normalizer, corpus level), calibration seconds "
              "in brackets (wall time of `edgeasr quantize` in the sweep cell, 1 thread). \"refused\": the "
              "method does not apply to that setting. Rows come from the sweep results; empty cells were not "
-             "run yet.", ""]
+             "run yet. In the target lines, [b] is the method's effective bits per weight and the MB its bundle's "
+             "total bytes against RTN at the same setting: a method that keeps more (small groups, outliers) is "
+             "not at equal bytes.", ""]
     for model in models:
         lines += model_table(model, sets, chosen)
     md_path = out_dir / "quant.md"
@@ -132,13 +146,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def cli(args: argparse.Namespace) -> int:
     from edgeasr.bench.grid import Grid
-    from edgeasr.bench.report import latest_rows
-    from edgeasr.bench.sweep import read_rows, run_sweep
+    from edgeasr.bench.report import study_rows
+    from edgeasr.bench.sweep import run_sweep
 
     if args.run:
         summary = run_sweep(Grid.from_toml(args.grid), args.results, num_cpus=args.num_cpus)
         print(f"sweep: {summary.ran} cells run, {summary.skipped} already done")
-    rows = latest_rows(read_rows(args.results))
+    rows = study_rows(args.results)
     if not rows:
         print(f"{args.results} has no rows: run without --no-run first")
         return 1

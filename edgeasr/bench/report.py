@@ -1,7 +1,9 @@
 """Sweep results → the study's tables (markdown) and plots (PNG).
 
 Tables follow the study's layout: one block per model and set, rows are methods, columns bit settings;
-WER first, then memory I/O and BOPs of the fixed reference utterance as companion tables.
+WER first (each cell with its effective bits per weight), then effective bits, total bytes (what the
+bundle holds), memory I/O and BOPs of the fixed reference utterance as companion tables. Rows written
+before the cells recorded their storage get it from their recipes (`bench.sizes`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ def latest_rows(rows: list[dict]) -> list[dict]:
     """One row per cell: the last one written (a retried cell supersedes its failed run)."""
     by_key = {r["key"]: r for r in rows}
     return list(by_key.values())
+
+
+def study_rows(results: Path) -> list[dict]:
+    """The latest row of every cell, with effective bits and total bytes (from the recipe where missing)."""
+    from edgeasr.bench.sizes import fill_sizes
+    from edgeasr.paths import cache_dir
+
+    return fill_sizes(latest_rows(read_rows(results)), cache_dir("sweeps") / "layer-records.json")
 
 
 def _bits_columns(rows: list[dict]) -> list[str]:
@@ -72,6 +82,14 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:.1f}"
 
 
+def _bits(row: dict) -> str:
+    """Effective bits, marked ≈ when derived from the recipe (some extras not counted)."""
+    bits = row.get("effective_bits")
+    if bits is None:
+        return "16" if row["method"] == "fp" else "?"
+    return f"{'≈' if row.get('sizes_from') == 'recipe' and row.get('sizes_note') else ''}{bits:.2f}"
+
+
 def model_section(model: str, dataset: str, rows: list[dict]) -> list[str]:
     """The tables of one model on one set."""
     fp = next((r for r in rows if r["method"] == "fp" and r.get("status") == "ok"), None)
@@ -82,10 +100,17 @@ def model_section(model: str, dataset: str, rows: list[dict]) -> list[str]:
         lines.append(f"{sample['utterances']} utterances, {sample['reference_words']} reference words.")
     if fp:
         lines.append(f"FP baseline: WER {fp['wer']:.2f} %, weights {_mb(fp['weight_bytes'])} MB (fp16), "
+                     f"FP32 bundle {_mb(fp['total_bytes'])} MB, "
                      f"memory I/O {_mb(fp['ref_memory_io_bytes'])} MB, {fp['ref_bops'] / 1e9:.0f} GBOP, "
                      f"RTFx {fp['rtfx']:.1f}.")
+    notes = sorted({r["sizes_note"] for r in ok if r.get("sizes_note")})
+    if notes:
+        lines.append("≈: storage from the recipe, for cells run before they recorded it: " + "; ".join(notes) + ".")
     lines.append("")
-    lines += _table(rows, "WER (%)", lambda r: f"{r['wer']:.2f}")
+    lines += _table(rows, "WER (%) [effective bits per weight]", lambda r: f"{r['wer']:.2f} [{_bits(r)}]")
+    lines += _table(rows, "Effective bits per weight (quantized layers: codes, scales, zeros, outliers)", _bits)
+    lines += _table(rows, "Total MB (what the bundle holds, default export: 4-bit head, int8 front end)",
+                    lambda r: _mb(r["total_bytes"]))
     lines += _table(rows, "Memory I/O (MB per reference utterance)", lambda r: _mb(r["ref_memory_io_bytes"]))
     lines += _table(rows, "BOPs (G per reference utterance)", lambda r: f"{r['ref_bops'] / 1e9:.0f}")
     lines += _table(rows, "Weights (MB stored)", lambda r: _mb(r["weight_bytes"]))
@@ -99,8 +124,12 @@ def markdown(rows: list[dict]) -> str:
              f"of {seconds:g} s decoded into {tokens} tokens (the same for every cell, so a model that babbles "
              "is not charged for it): BOPs = Σ MACs × b_w × b_a with unquantized operands at 16 bits; memory "
              "I/O = weights at their stored width (scales, zeros, outliers included; encoder once, decoder per "
-             "token) + activations read and written by the matmuls and convolutions. \"refused\": the method "
-             "does not apply to that setting.", ""]
+             "token) + activations read and written by the matmuls and convolutions. Effective bits per weight: "
+             "everything a method keeps for its quantized layers (codes at the grid width, fp16 scales, zero "
+             "points, outliers, second-level statistics) over their weights; total MB: the weights an exported "
+             "bundle of the cell holds with the default export options (tokenizer and metadata files, the same "
+             "for every cell of a model, not included). Compare methods at matched bytes, not at the nominal "
+             "bit setting. \"refused\": the method does not apply to that setting.", ""]
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["model"], row["dataset"]), []).append(row)
@@ -118,7 +147,7 @@ README_END = "<!-- /edgeasr report -->"
 
 def update_readme(readme: Path, results: Path, dataset: str = "asterisk-en") -> None:
     """Replace the marked block of `readme` with every model's tables on `dataset`, one folded section each."""
-    rows = latest_rows(read_rows(results))
+    rows = study_rows(results)
     start, text = README_START.format(dataset=dataset), readme.read_text()
     if start not in text or README_END not in text.split(start, 1)[1]:
         raise EdgeASRError(f"{readme} has no block to update: add the lines\n{start}\n{README_END}")
@@ -136,7 +165,7 @@ def write_report(results: Path, out_dir: Path) -> ReportFiles:
     """Write `report.md` and the plots for `results` into `out_dir`."""
     from edgeasr.bench.plots import write_plots
 
-    rows = latest_rows(read_rows(results))
+    rows = study_rows(results)
     if not rows:
         raise EdgeASRError(f"{results} has no result rows: run `edgeasr sweep` first")
     out_dir.mkdir(parents=True, exist_ok=True)

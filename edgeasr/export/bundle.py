@@ -22,8 +22,11 @@ from edgeasr.errors import QuantizationError
 from edgeasr.export.card import write_card
 from edgeasr.export.graphs import (LinearStandIn, graph_specs, shapes_of, swap_quantized_layers, token_table,
                                    trace_key, traced_graph)
-from edgeasr.export.packing import PackedWeight, pack_quantized, pack_table
-from edgeasr.export.rewrite import HEAD, check_complete, rewrite_graph
+from edgeasr.export.packing import PackedWeight, ScaleStats, pack_quantized, pack_table
+from edgeasr.export.rewrite import HEAD, check_complete, conv_weights, quantize_initializers, rewrite_graph
+from edgeasr.metrics.bits import DEFAULT_HEAD_BITS, DEFAULT_HEAD_BLOCK, FP32_BYTES, FRONT_END_BITS, row_int8_bytes
+from edgeasr.metrics.cost import model_effective_bits
+from edgeasr.metrics.layers import LayerInfo
 from edgeasr.runtime.bundle import ARCHIVE_SUFFIX, FORMAT, META, content_hash, file_sha256
 
 log = logging.getLogger(__name__)
@@ -33,10 +36,13 @@ log = logging.getLogger(__name__)
 class ExportOptions:
     """How a checkpoint becomes a bundle."""
 
-    head_bits: int | None = 8
-    """Bits of the tied token table / output head (8 or 4; None or 16 keeps it FP)."""
-    head_group_size: int = 64
+    head_bits: int | None = DEFAULT_HEAD_BITS
+    """Bits of the tied token table / output head (4 or 8; None or 16 keeps it FP)."""
+    head_group_size: int = DEFAULT_HEAD_BLOCK
     """Largest block for the head (shrunk to a power of two dividing the model width)."""
+    front_end_bits: int | None = FRONT_END_BITS
+    """Conv front end and position tables: 8 = int8 with one scale per row; None keeps them FP32. An FP
+    model's export (no checkpoint) keeps them FP32 whatever this says: it is the reference."""
     accuracy_level: int = 4
     """MatMulNBits compute: 4 = int8 activations per block (the fast path on x86 and ARM)."""
     archive: bool = False
@@ -62,7 +68,12 @@ def _load(checkpoint: Path | None, model_name: str | None):
 def _pack_layers(model) -> dict[int, PackedWeight]:
     from edgeasr.quant.layers import QuantLinear
 
-    return {id(m): pack_quantized(m.codes, m.scale, m.zero, m.w_spec)
+    def stats(m: QuantLinear) -> ScaleStats | None:
+        if m.scale_codes is None:
+            return None
+        return ScaleStats(m.scale_codes.numpy(), m.scale_stats.numpy(), m.stat_group, m.stat_bits)
+
+    return {id(m): pack_quantized(m.codes, m.scale, m.zero, m.w_spec, stats(m))
             for m in model.modules() if isinstance(m, QuantLinear)}
 
 
@@ -79,16 +90,20 @@ def _layer_report(model, packed: dict[int, PackedWeight]) -> dict[str, dict]:
             p = packed[id(m)]
             report[name] = {"bits": p.code_bits, "storage_bits": p.bits, "block_size": p.block_size, "k": p.k,
                             "n": p.n, "a_bits": m.a_spec.bits, "packed_bytes": p.nbytes,
+                            "effective_bits": m.storage_bits().to_dict(),
+                            "scale_stats": None if p.scale_stats is None else
+                            {"bits": p.scale_stats.bits, "rows": p.scale_stats.rows, "bytes": p.scale_stats.nbytes},
                             "extras": [e for e in ("in_scale", "in_shift", "outlier_idx", "sparse_idx")
                                        if getattr(m, e) is not None] + (["hadamard"] if m.hadamard else [])}
     return report
 
 
 def _write_graph(spec, name: str, key: str, directory: Path, packed_by_id: dict[int, PackedWeight],
-                 head: PackedWeight | None, accuracy_level: int) -> dict:
+                 head: PackedWeight | None, accuracy_level: int, front_end: bool) -> tuple[dict, dict, dict]:
     """Trace (or reuse the trace), rewrite, and save one graph with its weights in a side file.
 
-    Returns the graph's initializer bytes by name and, per packed layer id, [graph, stand-in path].
+    Returns the graph's initializer bytes by name, per packed layer id [graph, stand-in path], and the
+    initializer bytes by part (`_part_of`).
     """
     model = traced_graph(spec, name, key)
     stand_ins = {path: m.layer for path, m in spec.module.named_modules() if isinstance(m, LinearStandIn)}
@@ -96,12 +111,34 @@ def _write_graph(spec, name: str, key: str, directory: Path, packed_by_id: dict[
     if name == "decoder":
         targets[HEAD] = head
     done = rewrite_graph(model, targets, accuracy_level)
+    front = conv_weights(model)
+    positions = {t.name for t in model.graph.initializer if "embed_positions" in t.name}
+    if front_end:
+        quantize_initializers(model, front | positions)
     # Weights in a side file: ONNX Runtime maps it instead of copying it onto the heap.
     onnx.save(model, directory / f"{name}.onnx", save_as_external_data=True, location=f"{name}.onnx.data",
               size_threshold=1024)
     sizes = {t.name: int(np.prod(t.dims)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
              for t in model.graph.initializer}
-    return sizes, {id(stand_ins[path]): [name, path] for path in done if path in stand_ins}
+    parts: dict[str, int] = {}
+    for tensor, nbytes in sizes.items():
+        part = _part_of(tensor, set(stand_ins), front, positions)
+        parts[part] = parts.get(part, 0) + nbytes
+    return sizes, {id(stand_ins[path]): [name, path] for path in done if path in stand_ins}, parts
+
+
+def _part_of(tensor: str, layers: set[str], front: set[str], positions: set[str]) -> str:
+    """Which part of the model an initializer belongs to (the parts of `metrics.cost.bundle_parts`)."""
+    base = tensor.removesuffix(".int8").removesuffix(".row_scale")
+    if base in positions:
+        return "positions"
+    if base in front:
+        return "front_end"
+    if tensor.split(".")[0] == HEAD:
+        return "head"
+    if any(tensor.startswith(layer + ".") for layer in layers):
+        return "quantized_linears"
+    return "fp32_other"
 
 
 def export_bundle(out: Path, checkpoint: Path | None = None, model_name: str | None = None,
@@ -122,7 +159,8 @@ def export_bundle(out: Path, checkpoint: Path | None = None, model_name: str | N
     head_bits = options.head_bits if options.head_bits and options.head_bits < 16 else None
     head = pack_table(token_table(model), head_bits, options.head_group_size) if head_bits else None
     max_segment_seconds = HFBackend(model, None, None, label).max_segment_seconds
-    cost = _cost_records(model, head)
+    front_end = recipe is not None and bool(options.front_end_bits) and options.front_end_bits < 16
+    cost = _cost_records(model, head, front_end)
     fp32_bytes = 4 * sum(l["params"] for l in cost["layers"] if l["tied_to"] is None)
     swap_quantized_layers(model)
     specs = graph_specs(model, family)
@@ -131,11 +169,15 @@ def export_bundle(out: Path, checkpoint: Path | None = None, model_name: str | N
     with atomic_dir(out) as tmp:
         initializers: dict[str, int] = {}
         placed: dict[int, list[str]] = {}
+        parts: dict[str, int] = {}
         for name, spec in specs.items():
             log.info("writing the %s graph", name)
-            sizes, where = _write_graph(spec, name, key, tmp, packed_by_id, head, options.accuracy_level)
+            sizes, where, graph_parts = _write_graph(spec, name, key, tmp, packed_by_id, head, options.accuracy_level,
+                                                     front_end)
             initializers.update(sizes)
             placed.update(where)
+            for part, nbytes in graph_parts.items():
+                parts[part] = parts.get(part, 0) + nbytes
         check_complete(packed_by_id, set(placed), _names_by_id(model_layers))
         for layer_name, m in model_layers.items():
             layers[layer_name]["graph"], layers[layer_name]["node"] = placed[id(m)]
@@ -149,15 +191,22 @@ def export_bundle(out: Path, checkpoint: Path | None = None, model_name: str | N
             "generation": model.generation_config.to_dict(), "config": _decode_config(model.config),
             "max_segment_seconds": max_segment_seconds,
             "weights": {"head_bits": head_bits or 16, "head_block_size": head.block_size if head else None,
+                        "front_end_bits": options.front_end_bits if front_end else 32,
                         "accuracy_level": options.accuracy_level, "layers": layers},
             "cost": cost,
             "sizes": {"weight_bytes": weight_bytes, "fp32_weight_bytes": fp32_bytes,
                       "head_bytes": head.nbytes if head else 4 * shapes.vocab * shapes.d_model,
-                      "ratio_to_fp32": round(weight_bytes / fp32_bytes, 4)},
+                      "ratio_to_fp32": round(weight_bytes / fp32_bytes, 4), "parts": parts,
+                      "effective_bits": model_effective_bits([LayerInfo(**l) for l in cost["layers"]])},
         }
+        # The graph files hold the weights; the rest (tokenizer, mel filters, graph structure) is "files".
+        # The card and bundle.json (metadata, tens of kB) are written after this count.
+        content = sum(p.stat().st_size for p in tmp.iterdir() if p.is_file())
+        data["sizes"]["parts"]["files"] = content - weight_bytes
+        data["sizes"]["total_bytes_without_meta"] = content
         write_card(tmp / "README.md", data)
-        files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         data["sizes"]["file_bytes"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         data["files"], data["content_hash"] = files, content_hash(files)
         (tmp / META).write_text(json.dumps(data, indent=1, default=str))
     if options.archive:
@@ -165,7 +214,17 @@ def export_bundle(out: Path, checkpoint: Path | None = None, model_name: str | N
     return out
 
 
-def _cost_records(model, head: PackedWeight | None) -> dict:
+def _front_end_bytes(layer) -> int | None:
+    """Stored bytes of a conv or position table kept as int8 rows (None for other layers)."""
+    if layer.kind == "conv1d":
+        weights = layer.in_features // layer.groups * layer.out_features * layer.kernel
+        return row_int8_bytes(layer.out_features, weights) + FP32_BYTES * (layer.params - weights)
+    if layer.kind == "embedding" and "embed_positions" in layer.name:
+        return row_int8_bytes(layer.in_features, layer.params)
+    return None
+
+
+def _cost_records(model, head: PackedWeight | None, front_end: bool) -> dict:
     """The cost model's layer records (metrics.layers), with the head as the bundle stores it."""
     from dataclasses import replace
 
@@ -175,6 +234,8 @@ def _cost_records(model, head: PackedWeight | None) -> dict:
     if head is not None:
         layers = [replace(l, w_bits=head.code_bits, weight_bytes=head.nbytes)
                   if l.name.endswith("decoder.embed_tokens") else l for l in layers]
+    if front_end:  # int8 rows in storage; they are widened before the op, so the op's bits stay FP
+        layers = [replace(l, weight_bytes=_front_end_bytes(l)) if _front_end_bytes(l) else l for l in layers]
     return {"layers": [l.to_dict() for l in layers], "dims": model_dims(model).to_dict()}
 
 

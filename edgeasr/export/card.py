@@ -31,10 +31,21 @@ def card_notes(data: dict) -> list[str]:
     extras = Counter(e for l in layers for e in l["extras"])
     carried = {"in_scale": "Div by the per-channel scale", "in_shift": "Sub of the per-channel shift",
                "hadamard": "a Walsh–Hadamard butterfly of Add/Sub", "outlier_idx": "FP MatMul on the gathered "
-               "outlier channels, masked out of the packed MatMul's int8 input", "sparse_idx": "a dense FP32 "
-               "delta MatMul (K×N×4 bytes per layer: the sparse format has no ONNX Runtime op)"}
+               "outlier channels, masked out of the packed MatMul's int8 input", "sparse_idx": "a Gather × Mul "
+               "scatter-added onto the packed MatMul's output (fp16 values + 16-bit row/column indices: 6 bytes "
+               "per outlier on disk; ONNX Runtime widens them to fp32 / int64 at load, 20 bytes each in memory)"}
     for extra, count in sorted(extras.items()):
         notes.append(f"{count} layers carry {extra}: exported as {carried[extra]}")
+    stats = [l["scale_stats"] for l in layers if l.get("scale_stats")]
+    if stats:
+        notes.append(f"{len(stats)} layers keep their block scales as {stats[0]['bits']}-bit codes with an fp16 "
+                     f"(min, step) pair per {stats[0]['rows']} rows, as the method made them: stored as 4-bit "
+                     f"containers + the pairs ({_mb(sum(s['bytes'] for s in stats))} in all); the graph expands them "
+                     "to fp32 scales once, at load. Zero points are stored as MatMulNBits reads them.")
+    front = weights.get("front_end_bits", 32)
+    if front < 32:
+        notes.append(f"the conv front end and the position tables are int{front} with one fp32 scale per row, "
+                     "widened by DequantizeLinear before use")
     head, block = weights["head_bits"], weights["head_block_size"]
     kind = "FP32" if head == 16 else f"{head}-bit (min/max, blocks of {block})"
     notes.append(f"the tied token table / output head is {kind}; the lookup reads the head's own storage "
@@ -60,6 +71,11 @@ def write_card(path: Path, data: dict) -> None:
         f"- weights in the graphs: {_mb(sizes['weight_bytes'])} ({sizes['ratio_to_fp32']:.3f}× the FP32 model's "
         f"{_mb(sizes['fp32_weight_bytes'])})",
         f"- token table / head: {_mb(sizes['head_bytes'])}",
+        *([f"- effective bits per weight of the quantized layers: {sizes['effective_bits']:.3f} (codes, scales, "
+           "zero points, outliers and statistics, as the method keeps them)"] if sizes.get("effective_bits") else []),
+        f"- graphs, tokenizer and features (every file but this card and bundle.json): "
+        f"{_mb(sizes['total_bytes_without_meta'])}, by part:",
+        *[f"  - {part.replace('_', ' ')}: {_mb(n)}" for part, n in sizes["parts"].items()],
         "",
         "## Notes", "",
         *[f"- {n}" for n in card_notes(data)],

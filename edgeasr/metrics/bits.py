@@ -29,6 +29,13 @@ CHANNEL_INDEX_BITS = 16
 """Index of one FP outlier input channel (QUIK)."""
 FP32_BYTES = 4
 """Width of the unquantized tensors a bundle keeps (biases, norms, per-channel extras)."""
+DEFAULT_HEAD_BITS = 4
+"""Bits of the tied token table / output head in an exported bundle of a quantized checkpoint."""
+DEFAULT_HEAD_BLOCK = 64
+"""Largest block of the packed head (shrunk to a power of two dividing the model width)."""
+FRONT_END_BITS = 8
+"""Bits of the conv front end and the position tables in a bundle of a quantized checkpoint (int8, one
+fp32 scale per row)."""
 
 
 def storage_bits(bits: int) -> int:
@@ -144,3 +151,13 @@ def effective_bits(layers: list[LayerBits]) -> float | None:
     """Σ bits / Σ weights over the quantized layers; None for a model with none."""
     weights = sum(l.weights for l in layers)
     return sum(l.total for l in layers) / weights if weights else None
+
+
+def head_layout(vocab: int, width: int, bits: int, block: int = DEFAULT_HEAD_BLOCK) -> GridLayout:
+    """The packed head's grid: min/max per block, the block a power of two dividing the width."""
+    return GridLayout(vocab, width, bits, min(block, width & -width))
+
+
+def row_int8_bytes(rows: int, elements: int) -> int:
+    """A tensor stored as int8 with one fp32 scale per row (the front end's DequantizeLinear)."""
+    return elements + rows * FP32_BYTES

@@ -12,6 +12,10 @@ Conventions (stated in the README too):
     follows its conv front end exactly. The decoder runs `n_tokens` positions with a KV cache: its
     weights are read per token, cross-attention K/V are projected once per utterance, and self-attention
     at position p reads p + 1 cached keys and values.
+  * Size: `effective_bits` = bits per weight over the quantized layers, everything the method keeps
+    (codes at the grid width, scales, zero points, outliers, second-level statistics; `metrics.bits`);
+    `total_bytes` = every file of the bundle, or for a torch model what its bundle would hold with the
+    default export options (by part in `ModelSize.total_parts`).
 
 The walk is over `LayerInfo` records, a neutral description that every backend gives (`layer_infos()`):
 the torch backend from its modules (`edgeasr.backends.layers`), a bundle from its metadata.
@@ -24,6 +28,8 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgeasr.metrics.bits import (DEFAULT_HEAD_BITS, FP32_BYTES, FRONT_END_BITS, bundle_layer_bytes,
+                                  head_layout, row_int8_bytes)
 from edgeasr.metrics.layers import FP_BITS, LayerInfo, ModelDims
 
 __all__ = ["CostReport", "LayerInfo", "ModelDims", "ModelSize", "PartCost", "estimate_cost",
@@ -68,6 +74,12 @@ class ModelSize:
     """The same model with every weight in fp32 (how the research backend holds an FP model)."""
     on_disk_bytes: int | None = None
     """Bytes of the weight files (safetensors) when the model came from a local directory."""
+    effective_bits: float | None = None
+    """Bits per weight over the quantized layers (`metrics.bits`); None for an FP model."""
+    total_bytes: int | None = None
+    """Everything the bundle holds (every file); for a torch model, what its bundle would hold."""
+    total_parts: dict[str, int] | None = None
+    """`total_bytes` by part (quantized linears, head, front end, positions, other FP, files)."""
 
     @property
     def ratio_vs_fp32(self) -> float:
@@ -132,6 +144,16 @@ class CostReport:
         """FP32 bytes over stored bytes."""
         return self.size.ratio_vs_fp32
 
+    @property
+    def effective_bits(self) -> float | None:
+        """Bits per weight over the quantized layers, everything the method keeps included."""
+        return self.size.effective_bits
+
+    @property
+    def total_bytes(self) -> int | None:
+        """Everything the bundle holds (or would hold, for a torch model)."""
+        return self.size.total_bytes
+
     def to_dict(self) -> dict:
         part = lambda p: {**asdict(p), "memory_io_bytes": p.memory_io_bytes}
         return {"audio_seconds": self.audio_seconds, "n_tokens": self.n_tokens,
@@ -139,14 +161,16 @@ class CostReport:
                 "macs": self.macs, "bops": self.bops, "memory_io_bytes": self.memory_io_bytes,
                 "weight_read_bytes": self.weight_read_bytes, "activation_bytes": self.activation_bytes,
                 "weight_bytes": self.weight_bytes, "fp32_weight_bytes": self.fp32_weight_bytes,
-                "size_ratio": round(self.size_ratio, 3), "encoder": part(self.encoder),
+                "size_ratio": round(self.size_ratio, 3), "effective_bits": self.effective_bits,
+                "total_bytes": self.total_bytes, "encoder": part(self.encoder),
                 "decoder": part(self.decoder), "by_kind": {k: part(v) for k, v in self.by_kind.items()},
                 "size": self.size.to_dict()}
 
     def __str__(self) -> str:
         return (f"{self.macs / 1e9:.2f} GMAC, {self.bops / 1e12:.2f} TBOP, memory I/O {self.memory_io_bytes / 1e6:.1f} MB "
                 f"(weights {self.weight_read_bytes / 1e6:.1f} MB), size {self.weight_bytes / 1e6:.1f} MB "
-                f"({self.size_ratio:.1f}x smaller than fp32)")
+                f"({self.size_ratio:.1f}x smaller than fp32), total {self.total_bytes / 1e6:.1f} MB"
+                + ("" if self.effective_bits is None else f", {self.effective_bits:.2f} effective bits per weight"))
 
 
 # ---- the walk ------------------------------------------------------------------------------------
@@ -252,11 +276,52 @@ def estimate_cost_from_layers(layers: list[LayerInfo], dims: ModelDims, audio_se
 
 
 # ---- size ----------------------------------------------------------------------------------------
-def size_from_layers(layers: list[LayerInfo], on_disk_bytes: int | None = None) -> ModelSize:
-    """Resident bytes of the described layers; a weight tied to another layer's is counted once."""
+def size_from_layers(layers: list[LayerInfo], on_disk_bytes: int | None = None,
+                     bundle_files: dict[str, int] | None = None) -> ModelSize:
+    """Resident bytes of the described layers; a weight tied to another layer's is counted once.
+
+    `bundle_files` (name → bytes) gives the total of a real bundle; without it the total is what a bundle
+    of these layers would hold with the default export options (`bundle_parts`).
+    """
     own = [layer for layer in layers if layer.tied_to is None]
     params = sum(layer.params for layer in own)
-    return ModelSize(params, sum(layer.weight_bytes for layer in own), 2 * params, 4 * params, on_disk_bytes)
+    parts = bundle_parts(layers) if bundle_files is None else {"files": sum(bundle_files.values())}
+    return ModelSize(params, sum(layer.weight_bytes for layer in own), 2 * params, 4 * params, on_disk_bytes,
+                     model_effective_bits(layers), sum(parts.values()), parts)
+
+
+def model_effective_bits(layers: list[LayerInfo]) -> float | None:
+    """Σ effective bits / Σ weights over the quantized layers (those with `quant_bits`)."""
+    quantized = [l for l in layers if l.quant_bits]
+    weights = sum(l.in_features * l.out_features for l in quantized)
+    return round(sum(l.quant_bits for l in quantized) / weights, 4) if weights else None
+
+
+def bundle_parts(layers: list[LayerInfo], head_bits: int | None = DEFAULT_HEAD_BITS,
+                 front_end_bits: int | None = FRONT_END_BITS) -> dict[str, int]:
+    """Bytes a bundle of these layers would hold, by part, with the default export options: packed
+    quantized linears, the tied head (packed at `head_bits`), conv front end and position tables (int8
+    rows), and every other weight in fp32. An FP model (no quantized layer) is exported all fp32.
+    Not counted: tokenizer, mel filters and metadata files (see `edgeasr.export` for a real bundle)."""
+    quantized = any(l.quant_bits for l in layers)
+    parts = dict.fromkeys(("quantized_linears", "head", "front_end", "positions", "fp32_other"), 0)
+    for l in layers:
+        if l.tied_to is not None:
+            continue
+        front_end = quantized and bool(front_end_bits) and front_end_bits < 16
+        if l.quant_bits:
+            parts["quantized_linears"] += l.weight_bytes
+        elif l.kind == "embedding" and l.name.endswith("embed_tokens"):
+            parts["head"] += (bundle_layer_bytes(head_layout(l.in_features, l.out_features, head_bits))
+                              if quantized and head_bits and head_bits < 16 else FP32_BYTES * l.params)
+        elif l.kind == "embedding" and front_end:  # position tables
+            parts["positions"] += row_int8_bytes(l.in_features, l.params)
+        elif l.kind == "conv1d" and front_end:
+            weights = l.in_features // l.groups * l.out_features * l.kernel
+            parts["front_end"] += row_int8_bytes(l.out_features, weights) + FP32_BYTES * (l.params - weights)
+        else:
+            parts["fp32_other"] += FP32_BYTES * l.params
+    return parts
 
 
 def _weights_on_disk(source: str | Path) -> int | None:
@@ -271,14 +336,25 @@ def _resolve(engine_or_backend) -> tuple[list[LayerInfo], ModelDims, str]:
     return backend.layer_infos(), backend.model_dims(), backend.source
 
 
+def _bundle_files(source: str | Path) -> dict[str, int] | None:
+    """Every file of a bundle directory (None when `source` is not one)."""
+    path = Path(source)
+    if not (path / "bundle.json").is_file():
+        return None
+    return {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()}
+
+
+def _size(layers: list[LayerInfo], source: str | Path) -> ModelSize:
+    return size_from_layers(layers, _weights_on_disk(source), _bundle_files(source))
+
+
 def model_size(engine_or_backend) -> ModelSize:
-    """Resident weight bytes, FP16/FP32 references, and on-disk bytes when the weights came from a directory."""
+    """Resident weight bytes, FP16/FP32 references, effective bits and total (bundle) bytes."""
     layers, _dims, source = _resolve(engine_or_backend)
-    return size_from_layers(layers, _weights_on_disk(source))
+    return _size(layers, source)
 
 
 def estimate_cost(engine_or_backend, audio_seconds: float, n_tokens: int) -> CostReport:
     """Cost of one utterance for an Engine or a backend (torch or bundle)."""
     layers, dims, source = _resolve(engine_or_backend)
-    size = size_from_layers(layers, _weights_on_disk(source))
-    return estimate_cost_from_layers(layers, dims, audio_seconds, n_tokens, size)
+    return estimate_cost_from_layers(layers, dims, audio_seconds, n_tokens, _size(layers, source))

@@ -1,0 +1,115 @@
+"""Honest storage without a model: effective bits counted by hand, and quantized statistics (SpQR) that
+survive the checkpoint's state dict and the bundle's graph bit-exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from edgeasr.export.bundle import _pack_layers
+from edgeasr.export.rewrite import MS_DOMAIN, kernel_inputs
+from edgeasr.metrics.bits import GridLayout, StatCodes, bundle_layer_bytes, layer_bits
+from edgeasr.metrics.cost import model_effective_bits, size_from_layers
+from edgeasr.metrics.layers import LayerInfo
+from edgeasr.quant.layers import QuantLinear
+from edgeasr.quant.methods.spqr import quantize_stat
+from edgeasr.quant.spec import QuantSpec
+
+FP = QuantSpec()
+
+
+def _plain_layer() -> QuantLinear:
+    """8 × 64, W3 in groups of 16, asymmetric, two sparse FP outliers."""
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 8, (8, 64), generator=gen, dtype=torch.uint8)
+    scale = torch.rand(8, 4, generator=gen) / 10 + 0.01
+    zero = torch.randint(0, 8, (8, 4), generator=gen).float()
+    return QuantLinear.from_codes(codes, scale, zero, torch.zeros(8), QuantSpec(3, group_size=16), FP,
+                                  sparse_idx=torch.tensor([[1, 5], [3, 60]]), sparse_val=torch.tensor([0.5, -0.25]))
+
+
+def _stat_layer(out: int = 40) -> QuantLinear:
+    """out × 64, W4 in groups of 16, scales as 3-bit codes with an fp16 (min, step) per 16 rows."""
+    gen = torch.Generator().manual_seed(1)
+    raw = torch.rand(out, 4, generator=gen) / 10 + 0.001
+    pairs = [quantize_stat(raw[:, g], 3, 16, up=True) for g in range(4)]
+    codes = torch.stack([c for c, _ in pairs], dim=1)
+    stats = torch.stack([s for _, s in pairs], dim=1)
+    weights = torch.randint(0, 16, (out, 64), generator=gen, dtype=torch.uint8)
+    return QuantLinear.from_codes(weights, torch.zeros(out, 4), torch.full((out, 4), 8.0), torch.zeros(out),
+                                  QuantSpec(4, group_size=16), FP, stat_bits=3, stat_group=16,
+                                  scale_codes=codes, scale_stats=stats)
+
+
+def test_effective_bits_of_a_hand_built_layer():
+    layer = _plain_layer()
+    bits = layer.storage_bits()
+    # codes 8·64·3, fp16 scales 8·4·16, 3-bit zeros 8·4·3, two outliers at 48 bits; the bias is not counted
+    assert (bits.codes, bits.scales, bits.zeros, bits.sparse, bits.extras) == (1536, 512, 96, 96, 0)
+    assert bits.per_weight == 2240 / 512
+    # bundle: 4-bit containers 8·64/2, fp16 scales 8·4·2, zeros two bytes per row, fp32 bias, 6 bytes per outlier
+    assert layer.weight_bytes() == 256 + 64 + 16 + 32 + 12
+    stat = _stat_layer(32).storage_bits()
+    # 3-bit scale codes 32·4·3 + an fp16 pair per 16 rows and group 2·4·32; zeros stay 4-bit (cheaper than 3 + 2)
+    assert (stat.scales, stat.zeros) == (384 + 256, 512)
+    records = [LayerInfo(f"model.encoder.layers.0.{n}", "linear", m.in_features, m.out_features, m.w_spec.bits,
+                         weight_bytes=m.weight_bytes(), quant_bits=m.storage_bits().total)
+               for n, m in (("fc1", layer), ("fc2", _stat_layer(32)))]
+    assert model_effective_bits(records) == round((2240 + stat.total) / (512 + 2048), 4)
+    fp = LayerInfo("model.decoder.embed_tokens", "embedding", 100, 64, params=6400)
+    size = size_from_layers(records + [fp])
+    # the head of a quantized model's bundle: 4-bit codes, fp16 scales, 4-bit zeros in blocks of 64
+    assert size.total_parts["head"] == 100 * 32 + 100 * 2 + 100 * 1
+    assert size.total_bytes == sum(r.weight_bytes for r in records) + size.total_parts["head"]
+
+
+def test_outlier_cost_is_one_number():
+    g = GridLayout(16, 64, 4, 16, n_sparse=10)
+    assert layer_bits(g).sparse == 10 * 48
+    assert bundle_layer_bytes(g) - bundle_layer_bytes(GridLayout(16, 64, 4, 16)) == 10 * 6
+
+
+def test_statistics_survive_the_state_dict_bit_exactly():
+    layer = _stat_layer()
+    state = layer.state_dict()
+    assert "scale" not in state and {"scale_codes", "scale_stats"} <= set(state)
+    again = QuantLinear(64, 40, layer.w_spec, FP, True, stat_bits=3, stat_group=16)
+    again.load_state_dict(state)
+    assert torch.equal(again.scale, layer.scale) and torch.equal(again.scale_codes, layer.scale_codes)
+    assert torch.equal(again.dequantized_weight(), layer.dequantized_weight())
+
+
+def _kernel_model(layer: QuantLinear) -> tuple[onnx.ModelProto, str]:
+    packed = next(iter(_pack_layers(torch.nn.Sequential(layer)).values()))
+    inits, nodes, inputs = kernel_inputs("fc", packed)
+    node = helper.make_node("MatMulNBits", ["x", *inputs], ["y"], domain=MS_DOMAIN, K=packed.k, N=packed.n,
+                            bits=packed.bits, block_size=packed.block_size, accuracy_level=0)
+    graph = helper.make_graph(nodes + [node], "kernel", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, layer.out_features]),
+                               helper.make_tensor_value_info(inputs[1], TensorProto.FLOAT, [layer.scale.numel()])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(MS_DOMAIN, 1)])
+    return model, inputs[1]
+
+
+@pytest.mark.parametrize("make", [_stat_layer, _plain_layer], ids=["spqr-statistics", "fp16-scales"])
+def test_the_graph_computes_the_layers_scales_bit_exactly(make):
+    layer = make()
+    model, _scales = _kernel_model(layer)
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
+    y, scales = session.run(None, {"x": x})
+    assert np.array_equal(scales.reshape(layer.scale.shape), layer.scale.numpy())
+    grid = (layer.codes.float().reshape(layer.out_features, 4, 16) - layer.zero.float()[..., None]) * layer.scale[..., None]
+    expected = x @ grid.reshape(layer.out_features, 64).numpy().T
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+    stored = {t.name: t for t in model.graph.initializer}
+    if layer.scale_codes is not None:  # no fp scales stored: 4-bit code containers and fp16 pairs only
+        assert not any(t.data_type == TensorProto.FLOAT and "scale" in n for n, t in stored.items())
+    else:
+        assert stored["fc.scales"].data_type == TensorProto.FLOAT16

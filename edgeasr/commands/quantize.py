@@ -9,14 +9,15 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quantize", help="quantize a model (recipe file or flags) into a checkpoint")
-    p.add_argument("--recipe", type=Path, help="TOML recipe (models/recipes/NAME.toml or a path)")
+    p.add_argument("--recipe", type=Path, help="TOML recipe: a path, or the NAME of a shipped recipe (models/recipes/NAME.toml)")
     p.add_argument("--model", help="zoo name, transformers dir or Hub id")
     p.add_argument("--method", help="method name (see --list)")
     p.add_argument("--w-bits", type=int, help="weight bits 2-8 (16 = FP)")
     p.add_argument("--a-bits", type=int, help="activation bits 4, 6, 8 or 16")
     p.add_argument("--group-size", type=int, help="columns per scale (power of two >= 16; 0 = per channel)")
     p.add_argument("--symmetric", action="store_true", default=None, help="symmetric weight grid")
-    p.add_argument("--calib-clips", type=int, help="number of calibration sequences (each joins up to the recipe's calibration.concat utterances)")
+    p.add_argument("--calib-clips", type=int,
+                   help="number of calibration sequences (each joins up to the recipe's calibration.concat utterances)")
     p.add_argument("--calib-set", help="calibration data set or manifest")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
     p.add_argument("--out", type=Path, help="checkpoint directory (default: the cache)")
@@ -36,7 +37,7 @@ def _parse_value(text: str):
 def run(args: argparse.Namespace) -> int:
     from edgeasr.quant.api import quantize_to_checkpoint
     from edgeasr.quant.methods import available_methods
-    from edgeasr.quant.recipe import CalibrationOptions, Recipe
+    from edgeasr.quant.recipe import Recipe
 
     if args.list:
         for name, info in available_methods().items():

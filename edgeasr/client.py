@@ -24,8 +24,8 @@ from typing import Any, AsyncIterator, Iterable, Iterator
 import numpy as np
 
 from edgeasr.errors import EdgeASRError
+from edgeasr.protocol import ACK, END, ERROR, READY, SUMMARY, TOKEN_ENV, StreamConfig, dumps, encode_frame
 
-TOKEN_ENV = "EDGEASR_SERVER_TOKEN"
 Source = str | Path | np.ndarray | Iterable[np.ndarray]
 
 
@@ -36,6 +36,10 @@ class ServerError(EdgeASRError):
         super().__init__(f"server error {event.get('code')} ({event.get('close_code')}): {event.get('message')}")
         self.code = event.get("code")
         self.event = event
+
+
+class IncompleteStreamError(EdgeASRError):
+    """The stream ended without the server's `summary`: the transcript may be missing audio."""
 
 
 @dataclass
@@ -62,27 +66,19 @@ class ClientOptions:
     """Audio per frame when the source is a file or an array."""
     realtime: bool = True
     """Pace file and array sources at real-time speed (as a microphone would); False sends at once."""
+    send_ahead_seconds: float = 5.0
+    """Block mode: most audio sent beyond what the server acknowledged (`ack`), so keepalive pings never
+    wait behind minutes of audio in socket buffers."""
     open_timeout: float = 30.0
     """Seconds to connect and get the `ready` event (includes a model load on the server)."""
     final_timeout: float = 120.0
-    """Seconds to wait for the summary after the audio ended."""
+    """Seconds to wait for the next event once the audio is sent (the summary comes last)."""
     raise_on_error: bool = True
-    """Raise ServerError after yielding an error event (False: just yield it)."""
+    """Raise ServerError after yielding an error event (False: yield it and read on to the summary)."""
 
-    def config(self, sample_rate: int) -> dict[str, Any]:
-        data = {"sample_rate": sample_rate, "encoding": self.encoding, "partials": self.partials,
-                "overflow": self.overflow}
-        for key in ("model", "recipe", "checkpoint", "max_queue_seconds"):
-            if getattr(self, key) is not None:
-                data[key] = getattr(self, key)
-        return data
-
-
-def _encode(chunk: np.ndarray, encoding: str) -> bytes:
-    chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
-    if encoding == "pcm16":
-        return (np.clip(chunk, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-    return chunk.astype("<f4").tobytes()
+    def config(self, sample_rate: int) -> StreamConfig:
+        return StreamConfig(sample_rate, self.encoding, self.model, self.recipe, self.checkpoint, self.partials,
+                            self.max_queue_seconds, self.overflow)
 
 
 def _chunks_of(source: Source, sample_rate: int | None, chunk_ms: int) -> tuple[int, Iterable[np.ndarray], bool]:
@@ -100,49 +96,88 @@ def _chunks_of(source: Source, sample_rate: int | None, chunk_ms: int) -> tuple[
     return sample_rate, source, False
 
 
+def _closed(exc: Exception, when: str) -> IncompleteStreamError:
+    frame = getattr(exc, "rcvd", None) or getattr(exc, "sent", None)
+    how = f"close code {frame.code}{f' ({frame.reason})' if frame.reason else ''}" if frame else "no close frame"
+    return IncompleteStreamError(f"the connection closed {when} ({how}) before the server's summary: "
+                                 f"the transcript is incomplete")
+
+
+class _Progress:
+    """Audio seconds sent and acknowledged (block mode), shared by the sender and the reader."""
+
+    def __init__(self) -> None:
+        self.sent = self.acked = 0.0
+        self.changed = asyncio.Event()
+
+    def ack(self, seconds: float) -> None:
+        self.acked = max(self.acked, seconds)
+        self.changed.set()
+
+
 async def stream_async(url: str, source: Source, sample_rate: int | None = None,
                        options: ClientOptions | None = None) -> AsyncIterator[dict]:
-    """Connect, send the config and the audio, yield every event until the server's summary."""
+    """Connect, send the config and the audio, yield every event until the server's summary.
+
+    The stream counts as complete only when the summary arrives: a connection that closes (or goes
+    silent for `final_timeout`) before it raises IncompleteStreamError, never a quiet early end.
+    """
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
     options = options or ClientOptions()
     rate, chunks, paceable = _chunks_of(source, sample_rate, options.chunk_ms)
     headers = {"Authorization": f"Bearer {options.token}"} if options.token else {}
-    async with connect(url, additional_headers=headers, open_timeout=options.open_timeout,
-                       max_size=2**24) as ws:
+    try:
+        ws = await connect(url, additional_headers=headers, open_timeout=options.open_timeout, max_size=2**24)
+    except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
+        raise IncompleteStreamError(f"cannot connect to {url}: {exc or type(exc).__name__}") from None
+    async with ws:
         try:
-            await ws.send(json.dumps(options.config(rate)))
+            await ws.send(options.config(rate).message())
         except ConnectionClosed:
             pass  # rejected before the config arrived (token, capacity): the error event is still readable
         try:
             ready = json.loads(await asyncio.wait_for(ws.recv(), options.open_timeout))
         except ConnectionClosed as exc:
-            raise ServerError({"code": "closed", "close_code": exc.rcvd.code if exc.rcvd else None,
-                               "message": "server closed the connection before it was ready"}) from None
+            raise _closed(exc, "before the server was ready") from None
+        except asyncio.TimeoutError:
+            raise IncompleteStreamError(f"no `ready` from the server within {options.open_timeout:g} s") from None
         yield ready
-        if ready.get("type") == "error":
-            if options.raise_on_error:
-                raise ServerError(ready)
-            return
-        sender = asyncio.create_task(_send_audio(ws, chunks, rate, options, paceable and options.realtime))
+        if ready.get("type") == ERROR and options.raise_on_error:
+            raise ServerError(ready)
+        if ready.get("type") not in (READY, ERROR):
+            raise IncompleteStreamError(f"expected `ready` from the server, got {ready.get('type')!r}")
+        progress = _Progress()
+        window = options.send_ahead_seconds if options.overflow == "block" else None
+        pace = paceable and options.realtime
+        # After a rejection there is nothing to send: only the summary is left to read.
+        audio = chunks if ready.get("type") == READY else []
+        sender = asyncio.create_task(_send_audio(ws, audio, rate, options.encoding, pace, progress, window))
         try:
             while True:
                 timeout = None if not sender.done() else options.final_timeout
                 try:
                     event = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-                except ConnectionClosed:
-                    return
+                except ConnectionClosed as exc:
+                    raise _closed(exc, "while streaming") from None
+                except asyncio.TimeoutError:
+                    raise IncompleteStreamError(f"no event from the server for {options.final_timeout:g} s after "
+                                                f"the audio was sent; the summary never came") from None
+                if event.get("type") == ACK:
+                    progress.ack(event["audio_seconds"])
+                    continue
                 yield event
-                if event.get("type") == "error" and options.raise_on_error:
+                if event.get("type") == ERROR and options.raise_on_error:
                     raise ServerError(event)
-                if event.get("type") == "summary":
+                if event.get("type") == SUMMARY:
                     return
         finally:
             sender.cancel()
 
 
-async def _send_audio(ws, chunks: Iterable[np.ndarray], rate: int, options: ClientOptions, pace: bool) -> None:
+async def _send_audio(ws, chunks: Iterable[np.ndarray], rate: int, encoding: str, pace: bool,
+                      progress: _Progress, window: float | None) -> None:
     from websockets.exceptions import ConnectionClosed
 
     iterator, sent, start = iter(chunks), 0, time.perf_counter()
@@ -154,9 +189,15 @@ async def _send_audio(ws, chunks: Iterable[np.ndarray], rate: int, options: Clie
                 break
             if pace:
                 await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
-            await ws.send(_encode(chunk, options.encoding))
+            # Block mode: stay within the window of acknowledged audio (the server's TCP backpressure
+            # alone would let socket buffers hold minutes of audio ahead of our keepalive pings).
+            while window is not None and progress.sent - progress.acked > window:
+                progress.changed.clear()
+                await progress.changed.wait()
+            await ws.send(encode_frame(chunk, encoding))
             sent += len(chunk)
-        await ws.send(json.dumps({"type": "end"}))
+            progress.sent = sent / rate
+        await ws.send(dumps({"type": END}))
     except ConnectionClosed:
         pass  # the receiving side reports why
 

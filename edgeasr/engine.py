@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edgeasr.audio import SAMPLE_RATE, prepare_audio, split_on_silence, voiced_seconds
+from edgeasr.audio import SAMPLE_RATE, energy_spread_db, prepare_audio, split_on_silence, voiced_seconds
 from edgeasr.decoding import DecodeResult, compression_ratio
 from edgeasr.metrics.layers import LayerInfo, ModelDims
 from edgeasr.transcript import Segment, Transcript
@@ -47,6 +47,9 @@ class GuardOptions:
     """Segments with less speech than this (webrtcvad) are not decoded: both families invent text on silence."""
     vad_aggressiveness: int = 2
     """webrtcvad mode (0-3) of that gate."""
+    min_energy_spread_db: float = 3.0
+    """Segments whose speech-band energy varies less than this (p10→p90 over 20 ms frames, dB) are steady
+    noise or tones (webrtcvad passes both) and are not decoded: Moonshine has no no-speech probability."""
 
 
 class Engine:
@@ -106,6 +109,10 @@ class Engine:
         voiced = voiced_seconds(audio, self.guard.vad_aggressiveness)
         if voiced < self.guard.min_voiced_seconds:
             return Segment(offset, end, "", [], 0.0, None, 0.0, f"no speech (VAD: {voiced:.2f} s voiced)"), 0.0, 0.0
+        spread = energy_spread_db(audio)
+        if spread < self.guard.min_energy_spread_db:
+            return Segment(offset, end, "", [], 0.0, None, 0.0,
+                           f"steady noise or tone (energy varies {spread:.1f} dB)"), 0.0, 0.0
         result, enc_s, dec_s = self.backend.run(audio)
         text = self.backend.detokenize(result.tokens)
         dropped = self._guard(text, result)
@@ -127,7 +134,8 @@ class Engine:
         text = " ".join(s.text for s in segments if s.text)
         tokens = [t for s in segments if s.text for t in s.tokens]
         transcript = Transcript(text, tokens, samples.size / SAMPLE_RATE, enc_total, dec_total, segments)
-        transcript.cost = self.estimate_cost(transcript.audio_seconds, len(tokens) + len(segments))
+        if enc_total + dec_total > 0:  # when the guards skipped every segment the model never ran: no cost
+            transcript.cost = self.estimate_cost(transcript.audio_seconds, len(tokens) + len(segments))
         return transcript
 
     def transcribe_batch(self, items: list[np.ndarray | str | Path], progress: bool = True) -> list[Transcript]:

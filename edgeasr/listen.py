@@ -12,7 +12,6 @@ quits at once (exit 130). Exit code 2 means a usage problem, e.g. no microphone.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import signal
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from edgeasr.errors import EdgeASRError
+from edgeasr.protocol import dumps
 
 log = logging.getLogger("edgeasr.listen")
 
@@ -90,7 +90,7 @@ class Printer:
 
     def show(self, event: dict) -> None:
         if self.as_json:
-            self.out.write(json.dumps(event) + "\n")
+            self.out.write(dumps(event) + "\n")
         elif event["type"] == "LineCompleted":
             self._rewrite(event["text"])
             self.out.write("\n")
@@ -177,9 +177,12 @@ def _listen_server(args: argparse.Namespace, chunks: Iterable, printer: Printer)
     # server's summary, so the open line's final still arrives.
     events = stream(args.server, chunks, 16000, partials=not args.no_partials, realtime=False,
                     overflow=overflow, **_server_target(args))
+    # `stream` raises (exit 2) when the connection ends before the server's summary: never a quiet early end.
     for event in events:
         if event.get("type", "").startswith("Line"):
             printer.show(event)
+        elif event.get("type") == "summary" and event.get("dropped_seconds"):
+            log.warning("the server dropped %.1f s of audio it could not decode in time", event["dropped_seconds"])
 
 
 def run(args: argparse.Namespace) -> int:

@@ -44,5 +44,6 @@ class Transcript:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["cost"] = self.cost.to_dict() if hasattr(self.cost, "to_dict") else self.cost
-        data["rtfx"] = self.rtfx
+        # Nothing decoded (silence): no speed to report, and JSON has no Infinity.
+        data["rtfx"] = self.rtfx if self.seconds > 0 else None
         return data

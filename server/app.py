@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import argparse
 import hmac
-import json
 import logging
-import tempfile
 from contextlib import asynccontextmanager
 from dataclasses import fields
-from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request, WebSocket
+from fastapi import FastAPI, HTTPException, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 
-from edgeasr.errors import EdgeASRError
+from edgeasr.audio import check_file_length, load_audio, prepare_audio
+from edgeasr.errors import AudioError
+from edgeasr.protocol import STREAM_PATH, ProtocolError, StreamConfig, dumps
+from edgeasr.resolver import ENGINES
+
 from .connection import Connection
 from .engines import EngineHub
 from .metrics import Metrics
 from .options import ServerOptions
-from .protocol import ProtocolError, StreamConfig
 
 log = logging.getLogger(__name__)
-STREAM_PATH = "/v1/stream"
+UPLOAD = "upload"
+"""How error messages name a POSTed file."""
 
 
 def _token_of(headers, query) -> str | None:
@@ -69,8 +70,7 @@ def create_app(options: ServerOptions) -> FastAPI:
                                                           f"streams; retry later")
         if rejection is not None:
             metrics.rejected[rejection.code] += 1
-            await ws.send_text(json.dumps(rejection.event()))
-            await ws.close(rejection.close_code, rejection.code)
+            await Connection(ws, hub, metrics, options).close_with(rejection)  # error, summary, close
             return
         metrics.active += 1
         metrics.connections += 1
@@ -103,19 +103,24 @@ def create_app(options: ServerOptions) -> FastAPI:
             engine = await hub.get(StreamConfig(16000, model=model, checkpoint=checkpoint))
         except ProtocolError as exc:
             return JSONResponse(exc.event(), status_code=404 if exc.code == "unknown_model" else 400)
-        with tempfile.NamedTemporaryFile(suffix=".audio") as tmp:
-            tmp.write(body)
-            tmp.flush()
-            try:
-                transcript = await hub.run(engine.transcribe, Path(tmp.name))
-            except (EdgeASRError, ValueError) as exc:  # ValueError: PyAV's "invalid data" for unreadable files
-                return JSONResponse({"type": "error", "code": "bad_audio",
-                                     "message": f"could not read the upload as audio: {exc}"}, status_code=400)
+        try:
+            # Decoded from memory and called "upload" in messages: no temp path or FFmpeg text reaches the client.
+            samples = await hub.run(_upload_audio, body)
+        except AudioError as exc:
+            return JSONResponse({"type": "error", "code": "bad_audio", "message": str(exc)}, status_code=400)
+        transcript = await hub.run(engine.transcribe, samples)
         metrics.http_transcriptions += 1
         metrics.audio_seconds += transcript.audio_seconds
-        return {"model": engine.name, **transcript.to_dict()}
+        return Response(dumps({"model": engine.name, **transcript.to_dict()}), media_type="application/json")
 
     return app
+
+
+def _upload_audio(body: bytes):
+    """The upload's audio at 16 kHz mono; AudioError saying what is wrong with it."""
+    samples = prepare_audio(*load_audio(body, UPLOAD), name=UPLOAD)
+    check_file_length(samples, UPLOAD)
+    return samples
 
 
 async def _read_upload(request: Request, limit: int) -> bytes:
@@ -151,9 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", dest="models", action="append", help="model to load at start (repeatable; "
                    f"zoo name, checkpoint or bundle dir); default {d.models[0]}")
     p.add_argument("--recipe", dest="recipes", action="append", default=[],
-                   help="quantized recipe to load, MODEL:METHOD:W_BITS (e.g. moonshine-tiny:rtn:8); repeatable")
+                   help="quantized recipe to load, MODEL:METHOD:W_BITS[:A_BITS[:GROUP_SIZE]] (e.g. moonshine-tiny:rtn:8); "
+                        "repeatable")
+    p.add_argument("--engine", choices=ENGINES, default=d.engine, help="bundle (packed ONNX, exported on first use), "
+                   "torch (fake-quant), or auto: the bundle wherever one can represent the recipe (default)")
     p.add_argument("--no-lazy-zoo", dest="lazy_zoo", action="store_false", help="serve only the preloaded models")
-    for name in ("workers", "torch_threads", "max_clients", "max_frame_bytes", "max_upload_bytes"):
+    for name in ("workers", "threads", "max_clients", "max_frame_bytes", "max_upload_bytes"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
     for name in ("max_queue_seconds", "late_ms", "idle_timeout", "max_session_seconds"):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(d, name))

@@ -2,16 +2,20 @@
 
 Two tasks per connection: the receiver reads frames as fast as they come (so idle and size limits and
 protocol errors are noticed at once) and the consumer feeds the session on the shared decode pool.
-Audio that would push the queue past `max_queue_seconds` is dropped and reported, so a slow CPU costs
-text, never unbounded memory. Only the consumer (and, after it stopped, `serve`) sends, so sends never
-interleave.
+The queue holds at most `max_queue_seconds`; a frame longer than that is split into queue-sized pieces.
+With `overflow: "drop"` what does not fit is dropped and reported in a `dropped` event, so a slow CPU
+costs text, never unbounded memory; with `"block"` the receiver waits for room (TCP backpressure) and
+nothing is dropped, and the consumer acknowledges decoded audio (`ack`) so the client can keep what it
+has in flight small enough that keepalive pings are never stuck behind it. Only the consumer (and,
+after it stopped, `serve`) sends, so sends never interleave. Every stream that got past the handshake
+ends with a `summary`, and a stream the server ends (idle timeout, session limit) has its open line
+decoded first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import time
 from collections import deque
@@ -20,14 +24,19 @@ import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from edgeasr.audio import SAMPLE_RATE
+from edgeasr.protocol import ACK, DROPPED, READY, SUMMARY, ProtocolError, StreamConfig, decode_frame, dumps, is_end, parse_text
 from edgeasr.stream import LineCompleted, SessionOptions, StreamingSession
+
 from .engines import EngineHub
 from .metrics import Metrics, percentiles
 from .options import ServerOptions
-from .protocol import ProtocolError, Resampler, StreamConfig, decode_frame
+from .protocol import Resampler
 
 log = logging.getLogger(__name__)
 _END = object()
+_DROPPED = object()
+"""Queue marker: audio was dropped since the last `dropped` event (so even a stream whose every frame is
+dropped gets one)."""
 _ids = itertools.count(1)
 
 
@@ -57,6 +66,8 @@ class Connection:
         self.lines = self.partials = 0
         self.model = ""
         self.session: StreamingSession | None = None
+        self.block = False
+        """overflow "block": wait for queue room instead of dropping, acknowledge decoded audio."""
         self.started = time.perf_counter()
 
     async def serve(self) -> None:
@@ -67,18 +78,20 @@ class Connection:
             engine = await self.hub.get(config)
             self.model = engine.name
             self.session = StreamingSession(engine, SessionOptions(partials=config.partials))
-            await self._send({"type": "ready", "session": self.id, "model": engine.name, "sample_rate": SAMPLE_RATE,
+            self.block = config.overflow == "block"
+            await self._send({"type": READY, "session": self.id, "model": engine.name, "sample_rate": SAMPLE_RATE,
                               "input_sample_rate": config.sample_rate, "encoding": config.encoding,
                               "max_frame_bytes": self.options.max_frame_bytes,
                               "max_queue_seconds": min(self.options.max_queue_seconds,
-                                                       config.max_queue_seconds or float("inf"))})
+                                                       config.max_queue_seconds or float("inf")),
+                              "overflow": config.overflow})
             consumer = asyncio.create_task(self._consume())
             receiver = asyncio.create_task(self._receive(config))
             done, _ = await asyncio.wait({consumer, receiver}, return_when=asyncio.FIRST_COMPLETED)
             if receiver in done:
-                error = receiver.result()  # None after {"type": "end"}, or the limit that ended the stream
-                if error is not None and error.code != "session_too_long":
-                    raise error
+                # None after {"type": "end"}, or the limit (idle, session length) that ended the stream;
+                # either way the queued audio and the open line are decoded. A protocol error raises here.
+                error = receiver.result()
                 await asyncio.wait_for(consumer, timeout=60 + 10 * self.options.max_queue_seconds)
             else:
                 receiver.cancel()
@@ -86,6 +99,7 @@ class Connection:
                 raise ProtocolError("internal_error", "decoder stopped unexpectedly")
             if error is not None:
                 reason = error.code
+                self.metrics.errors[error.code] += 1
                 await self._send(error.event())
             await self._send(self._summary(reason))
             await self.ws.close(1000 if error is None else error.close_code, reason[:120])
@@ -120,51 +134,65 @@ class Connection:
         return StreamConfig.parse(message["text"])
 
     async def _receive(self, config: StreamConfig) -> ProtocolError | None:
-        """Read frames until {"type": "end"} or the session limit; raise on protocol errors."""
+        """Read frames until {"type": "end"}, the session limit or the idle timeout; raise on protocol errors.
+
+        Returns None after `end`, or the limit that ended the stream; either way the resampler is
+        flushed and the consumer told to finish, so what was heard gets decoded.
+        """
         resample = Resampler(config.sample_rate)
         limit = int(self.options.max_session_seconds * SAMPLE_RATE)
-        capacity = int(min(self.options.max_queue_seconds, config.max_queue_seconds or float("inf")) * SAMPLE_RATE)
-        while True:
-            message = await self._next_message()
+        capacity = max(1, int(min(self.options.max_queue_seconds, config.max_queue_seconds or float("inf"))
+                              * SAMPLE_RATE))
+        ended: ProtocolError | None = None
+        while ended is None:
+            try:
+                message = await self._next_message()
+            except ProtocolError as exc:
+                if exc.code != "idle_timeout":
+                    raise
+                ended = exc
+                break
             if message.get("text") is not None:
-                try:
-                    control = json.loads(message["text"])
-                except json.JSONDecodeError:
-                    control = None
-                if isinstance(control, dict) and control.get("type") == "end":
-                    self._enqueue(resample(np.zeros(0, np.float32), last=True), capacity)
-                    self.queue.put_nowait(_END)
-                    return None
+                if is_end(parse_text(message["text"], "unexpected_text")):
+                    break
                 raise ProtocolError("unexpected_text", 'after the config only binary audio frames and '
                                                        '{"type": "end"} are allowed')
             payload = message.get("bytes") or b""
             if len(payload) > self.options.max_frame_bytes:
                 raise ProtocolError("frame_too_large", f"frame of {len(payload)} bytes exceeds "
                                                        f"{self.options.max_frame_bytes}; send smaller chunks (~100 ms)")
-            samples = resample(decode_frame(payload, config.encoding))
-            # "block": stop reading until the decoder catches up, so TCP flow control paces the sender.
-            while config.overflow == "block" and self.pending and self.pending + samples.size > capacity:
-                self._drained.clear()
-                await self._drained.wait()
-            self._enqueue(samples, capacity)
+            await self._enqueue(resample(decode_frame(payload, config.encoding)), capacity)
             if self.received >= limit:
-                self.queue.put_nowait(_END)
-                return ProtocolError("session_too_long", f"session reached {self.options.max_session_seconds:g} s "
-                                                         f"of audio; open a new connection to go on")
+                ended = ProtocolError("session_too_long", f"session reached {self.options.max_session_seconds:g} s "
+                                                          f"of audio; open a new connection to go on")
+        await self._enqueue(resample(np.zeros(0, np.float32), last=True), capacity)
+        self.queue.put_nowait(_END)
+        return ended
 
-    def _enqueue(self, samples: np.ndarray, capacity: int) -> None:
-        if samples.size == 0:
-            return
-        if self.pending + samples.size > capacity:
-            # Decoding is behind by more than the queue holds: drop new audio rather than grow memory.
-            self.dropped += samples.size
-            self._drop_notice += samples.size
-            self.metrics.dropped_seconds += samples.size / SAMPLE_RATE
-            return
-        self.pending += samples.size
-        self.received += samples.size
-        self.metrics.audio_seconds += samples.size / SAMPLE_RATE
-        self.queue.put_nowait((samples, time.perf_counter()))
+    async def _enqueue(self, samples: np.ndarray, capacity: int) -> None:
+        """Queue audio in pieces of at most `capacity`: "block" waits for room, "drop" drops what does not fit."""
+        for start in range(0, samples.size, capacity):
+            piece = samples[start:start + capacity]
+            if self.block:
+                # Stop reading until the decoder makes room, so TCP flow control paces the sender.
+                while self.pending + piece.size > capacity:
+                    self._drained.clear()
+                    await self._drained.wait()
+            room = max(0, capacity - self.pending)
+            if piece.size > room:
+                # Decoding is behind by more than the queue holds: drop new audio rather than grow memory.
+                lost = piece.size - room
+                if not self._drop_notice:
+                    self.queue.put_nowait(_DROPPED)
+                self.dropped += lost
+                self._drop_notice += lost
+                self.metrics.dropped_seconds += lost / SAMPLE_RATE
+                piece = piece[:room]
+            if piece.size:
+                self.pending += piece.size
+                self.received += piece.size
+                self.metrics.audio_seconds += piece.size / SAMPLE_RATE
+                self.queue.put_nowait((piece, time.perf_counter()))
 
     # -- decoding -------------------------------------------------------------------------------
 
@@ -174,11 +202,11 @@ class Connection:
             # Take everything waiting: one decode over more audio catches up faster than many small ones.
             while batch[-1] is not _END and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            ended = batch[-1] is _END
-            frames = [item for item in batch if item is not _END]
+            frames = [item for item in batch if isinstance(item, tuple)]
             if frames:
                 await self._accept(frames)
-            if ended:
+            await self._report_drops()
+            if batch[-1] is _END:
                 events = await self.hub.run(self.session.finish)
                 await self._emit(events, 0.0)
                 return
@@ -200,9 +228,13 @@ class Connection:
             self.metrics.late_seconds += samples.size / SAMPLE_RATE
         events = await self.hub.run(self.session.accept, samples)
         await self._emit(events, waited)
+        if self.block:
+            await self._send({"type": ACK, "audio_seconds": round(self.processed / SAMPLE_RATE, 3)})
+
+    async def _report_drops(self) -> None:
         if self._drop_notice:
             notice, self._drop_notice = self._drop_notice, 0
-            await self._send({"type": "dropped", "seconds": round(notice / SAMPLE_RATE, 3),
+            await self._send({"type": DROPPED, "seconds": round(notice / SAMPLE_RATE, 3),
                               "total_seconds": round(self.dropped / SAMPLE_RATE, 3),
                               "message": "decoding fell behind real time; this audio was not transcribed"})
 
@@ -238,13 +270,13 @@ class Connection:
 
     async def _send(self, data: dict) -> None:
         try:
-            await self.ws.send_text(json.dumps(data))
+            await self.ws.send_text(dumps(data))
         except (WebSocketDisconnect, RuntimeError) as exc:  # RuntimeError: already closed
             raise _Disconnected() from exc
 
     def _summary(self, reason: str) -> dict:
         session = self.session
-        return {"type": "summary", "session": self.id, "model": self.model, "reason": reason,
+        return {"type": SUMMARY, "session": self.id, "model": self.model, "reason": reason,
                 "audio_seconds": round(self.processed / SAMPLE_RATE, 3),
                 "dropped_seconds": round(self.dropped / SAMPLE_RATE, 3),
                 "late_seconds": round(self.late / SAMPLE_RATE, 3),
@@ -258,9 +290,13 @@ class Connection:
         self._stop(consumer)
         self.metrics.errors[error.code] += 1
         log.info("session %d: %s: %s", self.id, error.code, error.message)
+        await self.close_with(error)
+
+    async def close_with(self, error: ProtocolError) -> None:
+        """Send the error and the summary, then close with the error's code (also used for rejections)."""
         try:
-            await self.ws.send_text(json.dumps(error.event()))
-            await self.ws.send_text(json.dumps(self._summary(error.code)))
+            await self.ws.send_text(dumps(error.event()))
+            await self.ws.send_text(dumps(self._summary(error.code)))
             await self.ws.close(error.close_code, error.code)
         except (WebSocketDisconnect, RuntimeError):
             pass  # the client is gone already; nothing left to tell it

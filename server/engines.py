@@ -15,8 +15,8 @@ from typing import Callable, TypeVar
 
 from edgeasr.engine import Engine
 from edgeasr.paths import cache_dir
+from edgeasr.protocol import ProtocolError, StreamConfig
 from .options import ServerOptions
-from .protocol import ProtocolError, StreamConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -6,7 +6,7 @@ import ipaddress
 import os
 from dataclasses import dataclass, field
 
-TOKEN_ENV = "EDGEASR_SERVER_TOKEN"
+from edgeasr.protocol import TOKEN_ENV
 
 
 def is_loopback(host: str) -> bool:

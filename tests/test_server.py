@@ -26,7 +26,7 @@ from edgeasr.stream import SessionOptions, StreamingSession  # noqa: E402
 from edgeasr.zoo.catalog import MOONSHINE_VOICE  # noqa: E402
 from edgeasr.server.app import STREAM_PATH, create_app  # noqa: E402
 from edgeasr.server.options import ServerOptions  # noqa: E402
-from edgeasr.server.protocol import CLOSE_CODES  # noqa: E402
+from edgeasr.protocol import CLOSE_CODES  # noqa: E402
 from listen_support import interrupt_after_first_partial, long_speech  # noqa: E402
 
 TOKEN = "test-token"

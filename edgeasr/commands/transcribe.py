@@ -38,13 +38,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_transcribe(args: argparse.Namespace) -> int:
+    from edgeasr.audio import prepare_audio
+    from edgeasr.protocol import dumps
+
+    # Read every file before loading the model: a bad file fails in a second, with its name and reason.
+    audio = [(path, prepare_audio(path)) for path in args.audio]
     engine = load_engine(args)
-    for path in args.audio:
-        t = engine.transcribe(path)
+    for path, samples in audio:
+        t = engine.transcribe(samples)
         if args.json:
-            print(json.dumps({"file": str(path), **t.to_dict()}))
+            print(dumps({"file": str(path), **t.to_dict()}))
         else:
-            print(f"{path}: {t.text}  [{t.audio_seconds:.1f}s audio, RTFx {t.rtfx:.1f}]")
+            speed = f"RTFx {t.rtfx:.1f}" if t.seconds > 0 else "no speech decoded"
+            print(f"{path}: {t.text}  [{t.audio_seconds:.1f}s audio, {speed}]")
     return 0
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from edgeasr.errors import DatasetError
+from edgeasr.audio import decode_with_av
+from edgeasr.errors import AudioError, DatasetError
 
 TARGET_RATE = 16_000
 
@@ -20,22 +21,9 @@ TARGET_RATE = 16_000
 def decode(path: Path | str, fmt: str | None = None) -> tuple[np.ndarray, int]:
     """Decode a file to float32 mono samples in [-1, 1] at its own rate; `fmt` forces a demuxer."""
     try:
-        import av
-    except ImportError:
-        raise DatasetError("decoding source audio needs PyAV: pip install av (or edgeasr[quant])") from None
-    try:
-        with av.open(str(path), format=fmt) as container:
-            stream = container.streams.audio[0]
-            rate = stream.codec_context.sample_rate
-            # Let FFmpeg do the channel downmix and sample-format conversion in one place.
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-            chunks = [out.to_ndarray().reshape(-1)
-                      for frame in container.decode(stream) for out in resampler.resample(frame)]
-            chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
-    except av.error.FFmpegError as exc:
-        raise DatasetError(f"could not decode {path}: {exc}") from None
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    return samples.astype(np.float32, copy=False), int(rate)
+        return decode_with_av(Path(path), str(path), fmt)
+    except AudioError as exc:  # the one FFmpeg decoder of the package, reported as a data-set problem here
+        raise DatasetError(str(exc)) from None
 
 
 def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Engines loaded once per process and shared by every connection; decodes run on a bounded thread pool.
 
 Connections never load weights themselves: they ask the hub for a served name, and concurrent requests
-for a model that is still loading wait on the same load.
+for a model that is still loading wait on the same load. Every engine comes from `edgeasr.resolver`, so
+the server runs packed bundles (ONNX Runtime) by default and imports torch only where a recipe has no
+bundle (or `--engine torch`): the server extra runs without torch on cached bundles.
 """
 
 from __future__ import annotations
@@ -10,36 +12,28 @@ import asyncio
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Callable, TypeVar
 
 from edgeasr.engine import Engine
 from edgeasr.paths import cache_dir
 from edgeasr.protocol import ProtocolError, StreamConfig
+from edgeasr.quant.recipe import Recipe
+from edgeasr.resolver import NotCachedError, ResolveOptions, Target, cached_bundles, parse_target, resolve
 from .options import ServerOptions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_RECIPE_KEYS = {"model", "method", "w_bits", "a_bits", "group_size"}
 
 
-def parse_recipe_flag(text: str) -> dict:
-    """MODEL:METHOD:W_BITS (e.g. moonshine-tiny:rtn:8) → recipe dict."""
-    parts = text.split(":")
-    if len(parts) != 3 or not parts[2].isdigit():
-        raise SystemExit(f"--recipe wants MODEL:METHOD:W_BITS (e.g. moonshine-tiny:rtn:8), got {text!r}")
-    return {"model": parts[0], "method": parts[1], "w_bits": int(parts[2])}
-
-
-def recipe_label(recipe: dict) -> str:
-    from edgeasr.quant.recipe import Recipe
-
-    allowed = {"model", "method", "w_bits", "a_bits", "group_size"}
-    if not {"model", "method", "w_bits"} <= set(recipe) or set(recipe) - allowed:
+def config_recipe(recipe: dict) -> Recipe:
+    """A config message's recipe dict → Recipe, or ProtocolError('invalid_config')."""
+    if not {"model", "method", "w_bits"} <= set(recipe) or set(recipe) - _RECIPE_KEYS:
         raise ProtocolError("invalid_config", f"recipe needs model, method, w_bits (optional a_bits, group_size); "
                                               f"got keys {sorted(recipe)}")
     try:
-        return Recipe(**recipe).label
+        return Recipe(**recipe)
     except TypeError as exc:
         raise ProtocolError("invalid_config", f"bad recipe {recipe}: {exc}") from None
 
@@ -54,39 +48,43 @@ class EngineHub:
         self._loading: dict[str, asyncio.Future] = {}
         self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="decode")
 
+    def resolve_options(self, quantize: bool) -> ResolveOptions:
+        return ResolveOptions(engine=self.options.engine, threads=self.options.resolved_threads(), quantize=quantize)
+
     # -- start-up -------------------------------------------------------------------------------
 
     def preload(self) -> None:
-        """Load the configured models and recipes (blocking; called before serving)."""
-        import torch
-
-        torch.set_num_threads(self.options.resolved_torch_threads())
+        """Load the configured models and recipes (blocking; called before serving): quantized and exported
+        on first use, as the operator asked for them."""
         for name in self.options.models:
-            self._add(Engine.load(name), alias=name)
+            self._add(resolve(parse_target(name), self.resolve_options(quantize=True)), alias=name)
         for flag in self.options.recipes:
-            from edgeasr.quant.api import load_or_quantize
-
-            recipe = parse_recipe_flag(flag)
-            self._add(Engine.load(load_or_quantize(recipe["model"], recipe["method"], recipe["w_bits"])))
+            self._add(resolve(parse_target(flag), self.resolve_options(quantize=True)), alias=flag)
 
     def _add(self, engine: Engine, alias: str | None = None) -> None:
         self.engines[engine.name] = engine
         if alias:
             self.engines[alias] = engine
-        self.default = self.default or engine.name
-        log.info("serving %s", engine.name)
+        self.default = self.default or alias or engine.name
+        log.info("serving %s on the %s engine%s", engine.name, engine.kind,
+                 f" ({engine.why})" if engine.why else "")
 
     # -- per connection -------------------------------------------------------------------------
 
     async def get(self, config: StreamConfig) -> Engine:
         """The engine a config asks for; loads lazily where allowed, else ProtocolError('unknown_model')."""
-        name, loader = self._resolve(config)
+        name, target = self._target(config)
         if name in self.engines:
             return self.engines[name]
         if name not in self._loading:
+            # A client may make the server export a cached checkpoint or zoo model once, never quantize.
+            loader = lambda: resolve(target, self.resolve_options(quantize=False))  # noqa: E731
             self._loading[name] = asyncio.ensure_future(asyncio.to_thread(loader))
         try:
             engine = await asyncio.shield(self._loading[name])
+        except NotCachedError as exc:
+            raise ProtocolError("unknown_model", f"{exc}; start the server with --recipe, or GET /models for what "
+                                                 "exists") from None
         except Exception as exc:
             log.exception("loading %s failed", name)
             raise ProtocolError("model_unavailable", f"{name} could not be loaded: {exc}") from None
@@ -96,33 +94,30 @@ class EngineHub:
         self.engines.setdefault(name, engine)
         return self.engines[name]
 
-    def _resolve(self, config: StreamConfig) -> tuple[str, Callable[[], Engine]]:
+    def _target(self, config: StreamConfig) -> tuple[str, Target]:
+        """(served name, what to resolve when it is not loaded yet)."""
         if config.checkpoint is not None:
-            return self._checkpoint(config.checkpoint)
-        if config.recipe is not None:
-            label = recipe_label(config.recipe)
+            label = config.checkpoint
             if label in self.engines:
-                return label, lambda: self.engines[label]
-            return self._checkpoint(label)
+                return label, label
+            # Only names inside the server's own cache: a client must never make the server read arbitrary paths.
+            path = cache_dir("checkpoints") / label
+            if not _PLAIN_NAME.match(label) or not path.is_dir():
+                raise ProtocolError("unknown_model", f"no quantized checkpoint {label!r} on this server; start it "
+                                                     f"with --recipe MODEL:METHOD:W_BITS, or GET /models for what exists")
+            return label, path
+        if config.recipe is not None:
+            recipe = config_recipe(config.recipe)
+            return recipe.label, recipe
         name = config.model or self.default
         if name in self.engines:
-            return name, lambda: self.engines[name]
+            return name, name
         from edgeasr.zoo import CATALOG
 
         if self.options.lazy_zoo and name in CATALOG:
-            return name, lambda: Engine.load(name)
+            return name, name
         raise ProtocolError("unknown_model", f"model {name!r} is not served here; GET /models lists "
                                              f"what is (loaded: {self.served_names()})")
-
-    def _checkpoint(self, label: str) -> tuple[str, Callable[[], Engine]]:
-        if label in self.engines:
-            return label, lambda: self.engines[label]
-        # Only names inside the server's own cache: a client must never make the server read arbitrary paths.
-        path = cache_dir("checkpoints") / label
-        if not _PLAIN_NAME.match(label) or not path.is_dir():
-            raise ProtocolError("unknown_model", f"no quantized checkpoint {label!r} on this server; start it with "
-                                                 f"--recipe MODEL:METHOD:W_BITS, or GET /models for what exists")
-        return label, lambda: Engine.load(path)
 
     async def run(self, fn: Callable[..., T], *args) -> T:
         """Run a blocking decode on the shared pool, keeping the event loop free."""
@@ -139,12 +134,15 @@ class EngineHub:
         cached = sorted(p.name for p in cache_dir("checkpoints").iterdir() if p.is_dir() and _PLAIN_NAME.match(p.name))
         return {
             "default": self.default,
-            "loaded": {name: {"name": e.name, "family": e.family} for name, e in sorted(self.engines.items())},
+            "loaded": {name: {"name": e.name, "family": e.family, "engine": e.kind, "engine_reason": e.why}
+                       for name, e in sorted(self.engines.items())},
             "loading": sorted(self._loading),
             "loadable": sorted(CATALOG) if self.options.lazy_zoo else [],
             "checkpoints": cached,
+            "bundles": sorted({data.get("label", path.name) for path, data in cached_bundles()}),
+            "engine": self.options.engine,
             "workers": self.options.workers,
-            "torch_threads": self.options.resolved_torch_threads(),
+            "threads": self.options.resolved_threads(),
         }
 
     def close(self) -> None:

@@ -31,15 +31,20 @@ class ServerOptions:
     allow_no_auth: bool = False
     """Serve without a token on a non-loopback interface (explicit opt-out)."""
     models: tuple[str, ...] = ("moonshine-tiny",)
-    """Models loaded at start-up (zoo names, checkpoint dirs, bundle dirs); the first is the default."""
+    """Models loaded at start-up (zoo names, recipe .toml files, checkpoint or bundle dirs, bundle archives);
+    the first is the default."""
     recipes: tuple[str, ...] = ()
-    """Quantized recipes loaded at start-up as MODEL:METHOD:W_BITS (quantized once, then cached)."""
+    """Quantized recipes loaded at start-up as MODEL:METHOD:W_BITS[:A_BITS[:GROUP_SIZE]] (quantized and
+    exported once, then cached)."""
+    engine: str = "auto"
+    """auto: packed bundles (ONNX Runtime) wherever one can represent the recipe, else torch; bundle; torch."""
     lazy_zoo: bool = True
     """Load other zoo models on first request (they stay loaded)."""
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Decode threads shared by all connections (at most this many decodes run at once)."""
-    torch_threads: int = 0
-    """Intra-op threads per decode; 0 = cores // workers (so workers × threads never oversubscribes)."""
+    threads: int = 0
+    """Intra-op threads per decode (ONNX Runtime; torch for torch engines); 0 = cores // workers, so workers ×
+    threads never oversubscribes."""
     max_clients: int = 16
     """Concurrent streaming connections; more are closed with 4429."""
     max_queue_seconds: float = 3.0
@@ -63,5 +68,5 @@ class ServerOptions:
             raise SystemExit(f"edgeasr-server: binding {self.host} needs a token: pass --token or set ${TOKEN_ENV} "
                              f"(or --allow-no-auth to serve without one)")
 
-    def resolved_torch_threads(self) -> int:
-        return self.torch_threads or max(1, (os.cpu_count() or 1) // max(1, self.workers))
+    def resolved_threads(self) -> int:
+        return self.threads or max(1, (os.cpu_count() or 1) // max(1, self.workers))

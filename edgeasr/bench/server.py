@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeasr.audio import SAMPLE_RATE
+from edgeasr.bench import flood
 from edgeasr.bench.cell import scrub  # result files are shared: no machine paths in them
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ class ServerBenchOptions:
     """Model of the soak."""
     out: Path = Path("bench/results")
     """Folder for server_bench.json and server_bench.md."""
+    flood_seconds: float = 60.0
+    """Audio each client of the flood test sends as fast as it can, per overflow mode (0 = skip; bench/flood.py)."""
 
 
 def _speech() -> np.ndarray:
@@ -266,6 +269,12 @@ def run(options: ServerBenchOptions) -> dict:
     if options.soak_minutes > 0:
         n = max(1, best.get(options.soak_target, max(best.values(), default=1)))
         report["soak"] = soak(options.soak_target, n, audio, options)
+    if options.flood_seconds > 0:
+        server = ServerProcess(options.targets[0], flood.FloodOptions.clients + 1, options.cores)
+        try:
+            report["flood"] = flood.run(server.url, server.token, audio, flood.FloodOptions(options.flood_seconds))
+        finally:
+            server.stop()
     report["host"]["load_avg_at_end"] = os.getloadavg()
     return report
 
@@ -295,6 +304,8 @@ def write(report: dict, out: Path) -> None:
                   f"RSS {s['rss_mb'][0][1]} → {s['rss_mb'][-1][1]} MB; growth after the first minute "
                   f"**{s['rss_growth_pct']} %**; finals {s['finals']}, p95 {s['p95_ms']} ms, "
                   f"dropped {s['dropped_seconds']} s, errors {s['errors'] or 'none'}."]
+    if "flood" in report:
+        lines += flood.markdown(report["flood"])
     (out / "server_bench.md").write_text(scrub("\n".join(lines)) + "\n")
 
 
@@ -311,12 +322,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--soak-minutes", type=float, default=d.soak_minutes, help="soak length (0 = skip)")
     p.add_argument("--soak-target", default=d.soak_target, help="model of the soak")
     p.add_argument("--out", type=Path, default=d.out, help="folder for server_bench.json / server_bench.md")
+    p.add_argument("--flood-seconds", type=float, default=d.flood_seconds, help="flood test audio per client (0 = skip)")
 
 
 def cli(args: argparse.Namespace) -> int:
     options = ServerBenchOptions(tuple(args.targets or ServerBenchOptions.targets), args.clients, args.cores,
                                  args.stream_seconds, args.latency_budget_ms, args.partials, args.soak_minutes,
-                                 args.soak_target, args.out)
+                                 args.soak_target, args.out, args.flood_seconds)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = run(options)
     write(report, options.out)

@@ -11,7 +11,8 @@ import gradio as gr
 
 from edgeasr.paths import package_data
 
-from .engines import FP, EngineKey, warm_up
+from .engines import FP, EngineKey
+from .facts import warm_up
 from .tabs import ab, live, study
 
 DEFAULT_MODEL = "moonshine-tiny"
@@ -19,9 +20,11 @@ RESULTS_DIR = package_data("edgeasr.results")
 """The study's results, shipped with the package (the repository's `bench/results/`, where the sweep writes)."""
 
 INTRO = """# edgeasr: what do you lose, and what do you gain, at 4 bits?
-Quantized Whisper and Moonshine on a CPU, with the cost of every utterance: latency, real-time factor,
-weight memory, memory I/O and bit operations (BOPs = Σ MACs × weight bits × activation bits).
-**A/B** compares two recipes on the same audio, **Live** transcribes your microphone, **Study** shows the sweep."""
+Quantized Whisper and Moonshine on a CPU, with the cost of every utterance: measured latency, real-time factor and
+resident memory of the engine that ran (the packed **bundle** a board runs, or the **torch** research model), next to
+stored weight memory, effective bits per weight, memory I/O and bit operations (BOPs = Σ MACs × weight bits ×
+activation bits). **Baseline: FP = FP16** (16 bits per unquantized weight). **A/B** compares two recipes on the same
+audio, **Live** transcribes your microphone or a clip, **Study** shows the sweep."""
 
 
 def build_app(default_model: str = DEFAULT_MODEL, results_dir: Path = RESULTS_DIR) -> gr.Blocks:
@@ -29,9 +32,9 @@ def build_app(default_model: str = DEFAULT_MODEL, results_dir: Path = RESULTS_DI
     with gr.Blocks(title="edgeasr demo") as app:
         gr.Markdown(INTRO)
         with gr.Tab("A/B", id="ab"):
-            ab.build(default_model)
+            ab.build(default_model, results_dir)
         with gr.Tab("Live", id="live"):
-            live.build(default_model)
+            live.build(default_model, results_dir)
         with gr.Tab("Study", id="study"):
             study.build(results_dir)
     return app

@@ -6,6 +6,7 @@ streaming resampler keeps chunk edges seamless, which per-chunk resampling would
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,20 +43,37 @@ class Transcriber:
     """Lines shown between finals (e.g. a recipe switch)."""
     order: list[tuple[str, int]] = field(default_factory=list)
     """("final" | "note", index) in transcript order, so notes stay where they happened."""
+    recipe_since: int = 0
+    """Index of the first final of the current recipe: readouts never mix recipes."""
+    captured_from: float | None = None
+    """Wall time the current stream's first sample was captured (None between streams)."""
+    processed_seconds: float = 0.0
+    """Audio of the current stream fed through the session so far."""
 
     @classmethod
     def start(cls, key: EngineKey, engine: Engine, options: SessionOptions | None = None) -> "Transcriber":
         return cls(key, StreamingSession(engine, options))
 
     def feed(self, rate: int, samples: np.ndarray) -> None:
-        """Push one chunk at `rate` Hz; updates finals and the partial line."""
+        """Push one chunk at `rate` Hz (it has just been captured); updates finals and the partial line."""
         audio = to_mono_float(samples)
+        seconds = audio.size / rate
+        if self.captured_from is None:
+            self.captured_from = time.perf_counter() - seconds
         if rate != SAMPLE_RATE:
             if self.resampler is None or self.input_rate != rate:
                 self.input_rate, self.resampler = rate, soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
             audio = self.resampler.resample_chunk(audio)
         if audio.size:
             self._apply(self.session.accept(audio))
+        self.processed_seconds += seconds
+
+    def lag_seconds(self) -> float:
+        """How far processing is behind the audio's capture: now minus the capture time of the newest
+        sample processed (0 between streams). Grows while a slow decode holds the stream up."""
+        if self.captured_from is None:
+            return 0.0
+        return max(0.0, time.perf_counter() - self.captured_from - self.processed_seconds)
 
     def finish(self) -> None:
         """Complete the open line (recording stopped, clip ended, recipe switched)."""
@@ -66,11 +84,13 @@ class Transcriber:
                 self._apply(self.session.accept(tail))
         self._apply(self.session.finish())
         self.partial = ""
+        self.captured_from, self.processed_seconds = None, 0.0
 
     def switch(self, key: EngineKey, engine: Engine) -> None:
         """Carry on with another recipe: close the open line, keep the transcript, mark the switch."""
         self.finish()
         self.key, self.session = key, StreamingSession(engine, self.session.options)
+        self.recipe_since = len(self.finals)
         self.notes.append(f"switched to {key.label}")
         self.order.append(("note", len(self.notes) - 1))
 
@@ -83,6 +103,11 @@ class Transcriber:
                 if event.text:
                     self.finals.append(event)
                     self.order.append(("final", len(self.finals) - 1))
+
+    @property
+    def recipe_finals(self) -> list[LineCompleted]:
+        """Finals of the current recipe (after the last switch)."""
+        return self.finals[self.recipe_since:]
 
     @property
     def text(self) -> str:

@@ -15,8 +15,9 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("model", "method", "w_bits", "a_bits", "group_size", "dataset", "wer", "memory_io_bytes", "bops",
-           "weight_bytes", "rtfx", "status", "error")
+COLUMNS = ("model", "method", "w_bits", "a_bits", "group_size", "dataset", "wer", "effective_bits", "memory_io_bytes",
+           "bops", "weight_bytes", "total_bytes", "rtfx", "quantize_seconds", "checkpoint_cached", "threads", "status",
+           "error")
 """Columns the tab shows and plots, in this order, when the results have them."""
 
 
@@ -57,20 +58,27 @@ def _read_rows(path: Path) -> list[dict]:
 
 
 def _tidy(raw: pd.DataFrame) -> pd.DataFrame:
-    """Pick each wanted column by its last dotted name (the shortest path wins) and scale WER to percent."""
+    """Pick each wanted column by its last dotted name (the shortest path first) and scale WER to percent."""
     picked = {}
     for name in COLUMNS:
         hits = sorted((c for c in raw.columns if c == name or c.endswith("." + name)), key=len)
         if hits:
-            picked[name] = raw[hits[0]]
+            # Rows of different layouts may hold the same field at different paths: the shortest wins.
+            column = raw[hits[0]]
+            for other in hits[1:]:
+                column = column.combine_first(raw[other])
+            picked[name] = column
     table = pd.DataFrame(picked)
+    if {"model", "method"} <= set(table):
+        # Sweep cells name their model and method; per-utterance logs (fp_eval/) do not.
+        table = table[table["model"].notna() & table["method"].notna()]
     if "wer" in table:
         wer = pd.to_numeric(table["wer"], errors="coerce")
         # Rows store WER either as a fraction or already in percent.
         table["wer"] = (wer * 100 if wer.max(skipna=True) <= 1.5 else wer).round(2)
         table = table.rename(columns={"wer": "wer_percent"})
     for column, unit, scale in (("memory_io_bytes", "memory_io_mb", 1e6), ("weight_bytes", "weight_mb", 1e6),
-                                ("bops", "gbops", 1e9)):
+                                ("total_bytes", "total_mb", 1e6), ("bops", "gbops", 1e9)):
         if column in table:
             table[unit] = (pd.to_numeric(table.pop(column), errors="coerce") / scale).round(1)
     return table
@@ -85,8 +93,25 @@ def load_results(root: Path) -> StudyResults:
         raw = pd.json_normalize(rows)
         if "key" in raw:
             # A resumed or re-run sweep appends a cell again: the newest row of each cell wins.
-            raw = raw.drop_duplicates(subset="key", keep="last")
+            raw = raw[raw["key"].isna() | ~raw["key"].duplicated(keep="last")]
         results.table = _tidy(raw).reset_index(drop=True)
     results.plots = sorted(root.rglob("*.png"))
     results.reports = sorted(p for p in root.rglob("*.md") if p.stat().st_size)
     return results
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """WER (%) per model and method (rows) and weight/activation bits (columns), like the report's tables;
+    cells a method refuses say so. `table` should hold one dataset."""
+    need = {"model", "method", "w_bits", "a_bits", "wer_percent"}
+    if table.empty or not need <= set(table):
+        return pd.DataFrame()
+    rows = table.assign(setting=[("FP16" if w >= 16 else f"W{w:.0f}A{a:.0f}") for w, a in
+                                 zip(table["w_bits"].fillna(16), table["a_bits"].fillna(16))])
+    status = rows["status"].fillna("ok") if "status" in rows else pd.Series("ok", index=rows.index)
+    shown = rows["wer_percent"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}").where(status == "ok", status)
+    pivot = rows.assign(shown=shown).pivot_table(index=["model", "method"], columns="setting", values="shown",
+                                                 aggfunc="last")
+    order = sorted(pivot.columns, key=lambda s: (s == "FP16", -int(s[1]) if s != "FP16" else 0, s))
+    order = ["FP16", *[c for c in order if c != "FP16"]] if "FP16" in order else order
+    return pivot[order].fillna("").reset_index()

@@ -1,124 +1,202 @@
-"""Live tab: microphone (or a sample clip replayed in real time) → partial and final lines + readouts."""
+"""Live tab: microphone, or any clip (a sample or an upload) replayed in real time → partial and final lines
++ readouts labelled with the recipe they belong to.
+
+Switching recipe resets the readouts to the new recipe (its model-only numbers at once, the measured
+ones after its first line). While processing falls behind real time the tab says by how much.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
 
 import gradio as gr
 import numpy as np
 
-from edgeasr.audio import SAMPLE_RATE, prepare_audio
+from edgeasr.audio import SAMPLE_RATE
 
-from ..engines import BIT_CHOICES, FP, EngineKey, bits_picker_props, get_engine, method_choices, model_choices
+from ..engines import BIT_CHOICES, FP, EngineKey, bits_picker_props, method_choices, model_choices
+from ..facts import facts, is_loaded, load
 from ..feedback import user_errors
-from ..readouts import readout, single_table
+from ..inputs import ClipError, load_clip
+from ..preparing import preparing
+from ..readouts import Column, readout, table
 from ..samples import sample_clips
 from ..streaming import EMPTY_TRANSCRIPT, Transcriber
 
 SAMPLE_CHUNK_SECONDS = 0.25
-"""Chunk size of a replayed sample: close to what a browser microphone delivers."""
+"""Chunk size of a replayed clip: close to what a browser microphone delivers."""
+POLL_SECONDS = 0.5
+"""How often a replay refreshes the page (also while a slow decode holds it up)."""
+LAG_WARNING_SECONDS = 1.0
+"""Processing further behind real time than this is reported as lag."""
+
+Outputs = tuple[Transcriber | None, str, str, str, str]
+"""(state, transcript, readouts, lag line, recipe status)."""
 
 
-def engine_status(key: EngineKey) -> str:
-    return f"Engine: **{key.label}** loaded."
+def engine_status(key: EngineKey, engine=None) -> str:
+    if engine is None:
+        return f"Recipe: **{key.label}** (loads on first use)."
+    kind = facts(key, engine).kind
+    return f"Recipe: **{key.label}**, running on the **{kind}** engine."
 
 
-def prepare(model: str, method: str, bits: int, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> str:
-    """Load (and quantize on first use) the picked recipe before any audio arrives."""
+def readouts_for(key: EngineKey, state: Transcriber | None) -> str:
+    """The readout table of `key`, titled with it; measured rows from its last finished line, if any."""
+    engine = load(key) if is_loaded(key) else None
+    lines = state.recipe_finals[-1:] if state is not None and state.key == key else []
+    column = Column(key.label, facts(key, engine) if engine else None, readout(lines))
+    title = f"**Readouts of {key.label}** ({'last finished line' if lines else 'no line finished yet'})"
+    return f"{title}\n\n{table([column])}"
+
+
+def lag_line(state: Transcriber | None) -> str:
+    if state is None or state.captured_from is None:
+        return ""
+    lag = state.lag_seconds()
+    if lag < LAG_WARNING_SECONDS:
+        return f"Keeping up with real time (processing {lag:.1f} s behind the audio)."
+    return (f"⚠️ Processing is **{lag:.1f} s behind real time**: this CPU decodes slower than you speak right "
+            "now (a final decode or another session is running); partials are skipped until it catches up.")
+
+
+def prepare(model: str, method: str, bits: int, state: Transcriber | None,
+            results_dir: Path) -> Iterator[tuple[str, str]]:
+    """Picked a recipe: reset the readouts to it, load it (saying how long that takes), then report its engine."""
     key = EngineKey.of(model, method, bits)
+    yield engine_status(key), readouts_for(key, state)
     with user_errors(f"Loading {key.label}"):
-        get_engine(key, progress)
-    return engine_status(key)
+        for line in preparing(key, results_dir):
+            yield line, gr.skip()
+        engine = load(key)
+    yield engine_status(key, engine), readouts_for(key, state)
 
 
 def ensure_transcriber(state: Transcriber | None, key: EngineKey) -> Transcriber:
     """This browser session's transcriber for `key`; a recipe switch closes the open line first."""
     if state is None:
-        return Transcriber.start(key, get_engine(key))
+        return Transcriber.start(key, load(key))
     if state.key != key:
-        state.switch(key, get_engine(key))
+        state.switch(key, load(key))
     return state
 
 
-def _outputs(state: Transcriber | None) -> tuple[Transcriber | None, str, str]:
+def _outputs(state: Transcriber | None, key: EngineKey) -> Outputs:
+    status = engine_status(key, load(key) if is_loaded(key) else None)
     if state is None:
-        return None, EMPTY_TRANSCRIPT, single_table(None)
-    return state, state.markdown(), single_table(readout(state.finals[-1:]))
+        return None, EMPTY_TRANSCRIPT, readouts_for(key, None), "", status
+    return state, state.markdown(), readouts_for(key, state), lag_line(state), status
 
 
 def live_chunk(chunk: tuple[int, np.ndarray] | None, state: Transcriber | None, model: str, method: str,
-               bits: int) -> tuple[Transcriber | None, str, str]:
-    """Streaming handler: one microphone chunk in, the session's transcript and last readout out."""
+               bits: int) -> Outputs:
+    """Streaming handler: one microphone chunk in, the session's transcript, readouts and lag out."""
+    key = EngineKey.of(model, method, bits)
     if chunk is None:
-        return _outputs(state)
+        return _outputs(state, key)
     with user_errors("Live transcription"):
-        state = ensure_transcriber(state, EngineKey.of(model, method, bits))
+        state = ensure_transcriber(state, key)
         rate, samples = chunk
         state.feed(int(rate), samples)
-    return _outputs(state)
+    return _outputs(state, key)
 
 
-def live_stop(state: Transcriber | None) -> tuple[Transcriber | None, str, str]:
+def live_stop(state: Transcriber | None, model: str, method: str, bits: int) -> Outputs:
     """Recording stopped: complete the open line."""
     if state is not None:
         with user_errors("Finishing the line"):
             state.finish()
-    return _outputs(state)
+    return _outputs(state, EngineKey.of(model, method, bits))
 
 
-def stream_sample(sample_id: str | None, state: Transcriber | None, model: str, method: str, bits: int):
-    """Replay a sample clip at real-time speed through the same handler as the microphone."""
-    clips = sample_clips()
-    if not sample_id or sample_id not in clips:
-        raise gr.Error("No sample clip is available; use the microphone instead.")
-    with user_errors("Streaming the sample"):
-        audio = prepare_audio(clips[sample_id].audio)
-        state = ensure_transcriber(state, EngineKey.of(model, method, bits))
+def _replay(state: Transcriber, audio: np.ndarray, failure: list[BaseException]) -> None:
+    """Feed `audio` at real-time pace, as a microphone would (runs in a worker thread)."""
     step = int(SAMPLE_CHUNK_SECONDS * SAMPLE_RATE)
     began = time.perf_counter()
-    for i, start in enumerate(range(0, audio.size, step)):
-        with user_errors("Live transcription"):
+    try:
+        for i, start in enumerate(range(0, audio.size, step)):
+            # The chunk "is captured" when its last sample would have been spoken.
+            time.sleep(max(0.0, began + (i + 1) * SAMPLE_CHUNK_SECONDS - time.perf_counter()))
             state.feed(SAMPLE_RATE, audio[start:start + step])
-        # Pace to real time so partials appear as they would from a microphone.
-        time.sleep(max(0.0, began + (i + 1) * SAMPLE_CHUNK_SECONDS - time.perf_counter()))
-        yield _outputs(state)
-    yield live_stop(state)
+        state.finish()
+    except Exception as exc:  # noqa: BLE001 - handed to the handler, which reports it in the UI
+        failure.append(exc)
 
 
-def clear(state: Transcriber | None) -> tuple[None, str, str]:
+def stream_clip(path: str | None, state: Transcriber | None, model: str, method: str, bits: int) -> Iterator[Outputs]:
+    """Replay the clip in the player (a sample or an upload) in real time through the live session.
+
+    The replay runs in a worker so the page refreshes every half second even while a decode holds the
+    stream up, and the lag line shows how far behind real time it is.
+    """
+    try:
+        audio = load_clip(path)
+    except ClipError as exc:
+        raise gr.Error(str(exc)) from exc
+    key = EngineKey.of(model, method, bits)
+    with user_errors("Streaming the clip"):
+        state = ensure_transcriber(state, key)
+    failure: list[BaseException] = []
+    worker = threading.Thread(target=_replay, args=(state, audio, failure), name="live-replay", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(POLL_SECONDS)
+        yield _outputs(state, key)
+    if failure:
+        with user_errors("Live transcription"):
+            raise failure[0]
+    yield _outputs(state, key)
+
+
+def pick_clip(sample_id: str) -> object:
+    clip = sample_clips().get(sample_id)
+    return gr.update() if clip is None else str(clip.audio)
+
+
+def clear(model: str, method: str, bits: int) -> Outputs:
     """Forget this session's transcript (the engine stays cached)."""
-    return _outputs(None)
+    return _outputs(None, EngineKey.of(model, method, bits))
 
 
-def build(default_model: str) -> None:
-    gr.Markdown("Speak into the microphone (or stream a sample clip): the open line updates as you talk, "
-                "finished lines stay. Readouts are for the last finished line.")
+def build(default_model: str, results_dir: Path) -> None:
+    gr.Markdown("Speak into the microphone, or stream a clip (a sample or your own upload) in real time: the open "
+                "line updates as it goes, finished lines stay. Readouts are for the recipe named above them.")
+    default_key = EngineKey.of(default_model, FP, 16)
     with gr.Row():
         model = gr.Dropdown(model_choices(default_model), value=default_model, label="Model")
-        method = gr.Dropdown(method_choices(), value=FP, label="Method (fp = unquantized)")
-        bits = gr.Radio(list(BIT_CHOICES), value=4, **bits_picker_props(FP))
-    status = gr.Markdown(f"Engine: **{EngineKey.of(default_model, FP, 16).label}** (loads on first use).",
-                         elem_id="live-status")
+        method = gr.Dropdown(method_choices(), value=FP, label="Method (fp = unquantized, FP16)", elem_id="live-method")
+        bits = gr.Radio(list(BIT_CHOICES), value=4, elem_id="live-bits", **bits_picker_props(FP))
+    status = gr.Markdown(engine_status(default_key), elem_id="live-status")
     state = gr.State(None)
+    clips = sample_clips()
+    first = next(iter(clips.values()), None)
     with gr.Row():
         with gr.Column():
             mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone")
-            clips = list(sample_clips())
+            sample = gr.Dropdown(list(clips), value=first.id if first else None, label="Sample clip", elem_id="live-sample")
+            clip = gr.Audio(str(first.audio) if first else None, sources=["upload"], type="filepath",
+                            label="Clip to stream (a sample, or upload your own)", elem_id="live-clip")
             with gr.Row():
-                sample = gr.Dropdown(clips, value=clips[0] if clips else None, label="Sample clip", scale=2)
-                play = gr.Button("▶ Stream sample", variant="primary", scale=1)
-            reset = gr.Button("Clear transcript")
+                play = gr.Button("▶ Stream clip", variant="primary", elem_id="live-play")
+                reset = gr.Button("Clear transcript")
         with gr.Column():
             transcript = gr.Markdown(EMPTY_TRANSCRIPT, elem_id="live-transcript", min_height=160)
-            readouts = gr.Markdown(single_table(None), elem_id="live-readouts")
+            lag = gr.Markdown(elem_id="live-lag")
+            readouts = gr.Markdown(readouts_for(default_key, None), elem_id="live-readouts")
 
     pickers = [model, method, bits]
-    outputs = [state, transcript, readouts]
+    outputs = [state, transcript, readouts, lag, status]
     method.change(lambda m: gr.update(**bits_picker_props(m)), method, bits)
     for picker in pickers:
-        picker.change(prepare, pickers, status)
+        picker.change(partial(prepare, results_dir=results_dir), [*pickers, state], [status, readouts],
+                      show_progress="hidden")
     mic.stream(live_chunk, [mic, state, *pickers], outputs, stream_every=0.5, time_limit=600,
                concurrency_limit=None)
-    mic.stop_recording(live_stop, state, outputs)
-    play.click(stream_sample, [sample, state, *pickers], outputs, concurrency_limit=None)
-    reset.click(clear, state, outputs)
+    mic.stop_recording(live_stop, [state, *pickers], outputs)
+    sample.select(pick_clip, sample, clip)
+    play.click(stream_clip, [clip, state, *pickers], outputs, concurrency_limit=None, show_progress="hidden")
+    reset.click(clear, pickers, outputs)

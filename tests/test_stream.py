@@ -117,9 +117,8 @@ def test_latency_reported_per_final(replay: Replay) -> None:
     options = replay.options
     for e in lines:
         # The VAD can only decide after its hangover, so latency is at least that; a line that reached
-        # max_line_seconds is cut at the first pause of cut_pause_ms instead.
-        cut = e.end - e.start >= options.max_line_seconds
-        floor = options.cut_pause_ms if cut else options.vad.hangover_ms
+        # max_line_seconds is cut at the first pause of cut_pause_ms, and Smart Turn decides at its pause.
+        floor = {"cut": options.cut_pause_ms, "smart": options.turn.pause_ms}.get(e.ended_by, options.vad.hangover_ms)
         assert e.latency_ms >= floor and e.finalize_ms >= 0 and e.decode_ms > 0, e
         assert e.cost is not None and e.cost.audio_seconds > 0
     print("latency ms:", sorted(round(e.latency_ms) for e in lines))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeasr.bench.cell import scrub  # result files are shared: no machine paths in them
+from edgeasr.stream.turn import END_OF_TURN_MODES, TurnOptions
 
 log = logging.getLogger(__name__)
 
@@ -161,13 +162,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-heap", action="store_true",
                    help="do not return freed heap to the OS after each line (the RSS-growth comparison)")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for stream.json / stream.md")
+    p.add_argument("--end-of-turn", nargs="+", choices=END_OF_TURN_MODES, metavar="MODE",
+                   help="instead of the long replay: compare these end-of-turn modes (vad, smart) on sentences with "
+                        "mid-sentence pauses (stream-turn.json / .md)")
+    p.add_argument("--sentences", type=int, default=24, help="sentences in the end-of-turn replay (default 24)")
+    p.add_argument("--turn-pause-ms", type=int, default=TurnOptions.pause_ms,
+                   help=f"pause before Smart Turn scores the line (default {TurnOptions.pause_ms})")
+    p.add_argument("--turn-threshold", type=float, default=TurnOptions.threshold,
+                   help=f"P(turn complete) that ends the line (default {TurnOptions.threshold})")
 
 
 def cli(args: argparse.Namespace) -> int:
     from edgeasr.stream import SessionOptions, VADOptions
 
     vad = VADOptions(hangover_ms=args.hangover_ms) if args.hangover_ms else VADOptions()
-    options = SessionOptions(vad=vad, release_heap=not args.keep_heap)
+    turn = TurnOptions(pause_ms=args.turn_pause_ms, threshold=args.turn_threshold)
+    options = SessionOptions(vad=vad, release_heap=not args.keep_heap, turn=turn)
+    if args.end_of_turn:
+        from edgeasr.bench.turn import markdown, run_turn_bench
+
+        print(markdown(run_turn_bench(args.models, args.end_of_turn, args.out, args.sentences, options)))
+        return 0
     report = run_stream_bench(args.models, args.out, args.minutes, options)
     print(_markdown(report))
     return 0

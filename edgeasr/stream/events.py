@@ -53,6 +53,10 @@ class LineCompleted(LineEvent):
     """Compute time of the decode that produced the final text."""
     cost: Any = None
     """The engine's cost readout of this utterance (`Transcript.cost`), when it has one."""
+    ended_by: str = "hangover"
+    """What ended the line: "smart" (end-of-turn model), "hangover" (VAD), "cut" (overlong line), "finish"."""
+    turn_probability: float | None = None
+    """The end-of-turn model's P(turn complete) at the line's last scored pause, if it was scored."""
 
 
 Event = LineStarted | LineChanged | LineCompleted

@@ -14,6 +14,15 @@ VAD's hangover ends the speech, or a line longer than `max_line_seconds` reaches
 audio is decoded once more into the final text. The final decode is started speculatively as soon as
 `final_pad_ms` of silence follows the last voiced frame, so the hangover hides most of its cost.
 
+End of turn (`SessionOptions.turn`, see `edgeasr.stream.turn`): with "smart", once a pause reaches
+`turn.pause_ms` the open line is scored by Smart Turn; a confident "turn complete" ends the line at
+once (with the speculative final already decoded), otherwise the line stays open until the hangover.
+Each `LineCompleted` says what ended it (`ended_by`).
+
+Partials can be left to the caller (`inline_partials=False`): `accept()` then only notes that a partial
+is due (`partial_due`) and `partial()` decodes the newest audio of the open line, so a scheduler shared
+by several sessions can run every `accept()` (VAD, end of turn, finals) before any partial.
+
 Event order guarantees (tested in tests/test_stream.py):
 1. Line ids are 0, 1, 2, ... in order, without gaps; at most one line is open at a time.
 2. Each line emits exactly one `LineStarted` (with non-empty text), then zero or more `LineChanged`
@@ -46,6 +55,7 @@ import numpy as np
 from edgeasr.audio import SAMPLE_RATE
 from edgeasr.heap import release_free_heap
 from edgeasr.stream.events import Event, LineChanged, LineCompleted, LineStarted
+from edgeasr.stream.turn import TurnOptions, load_turn_model
 from edgeasr.stream.vad import SpeechEnd, SpeechStart, VADOptions, VADSegmenter
 
 
@@ -75,6 +85,10 @@ class SessionOptions:
     """Voiced audio before the first partial; shorter audio mostly decodes to junk that would flicker."""
     release_heap: bool = True
     """Return freed heap memory to the OS after each line (glibc): keeps a long stream's RSS flat."""
+    turn: TurnOptions = field(default_factory=TurnOptions)
+    """End-of-turn detection at short pauses (Smart Turn); the VAD hangover stays the cap and the fallback."""
+    inline_partials: bool = True
+    """Decode partials inside `accept()`; False leaves them to the caller (`partial_due` / `partial()`)."""
 
 
 _NORM_RE = re.compile(r"[^\w']+")
@@ -123,6 +137,9 @@ class _Line:
     next_partial: int = 0
     speculative: tuple | None = None
     """(end sample, transcript, decode seconds) of the final decoded ahead of the end decision."""
+    scored_pause: int = -1
+    """Last voiced sample of the pause the end-of-turn model last scored (one score per pause)."""
+    turn_probability: float | None = None
 
 
 class StreamingSession:
@@ -144,6 +161,10 @@ class StreamingSession:
         self._hard_limit = int((self.engine.backend.max_segment_seconds - 1.0) * SAMPLE_RATE)
         self.partial_decodes = 0
         self.skipped_partials = 0
+        self.partial_due = False
+        """A partial re-decode of the open line is due (only set with `inline_partials=False`)."""
+        self.turn_model = load_turn_model(self.options.turn)
+        self.turn_scores = 0
 
     @property
     def audio_seconds(self) -> float:
@@ -152,19 +173,23 @@ class StreamingSession:
     def _now(self) -> float:
         return self._chunk_clock + (time.perf_counter() - self._chunk_t0)
 
+    def _start_clock(self, arrival: float) -> None:
+        # Work starts when its audio has arrived and the previous work is done.
+        self._chunk_clock, self._chunk_t0 = max(self._clock, arrival), time.perf_counter()
+
     def accept(self, chunk: np.ndarray) -> list[Event]:
         """Feed float32 16 kHz mono audio; return the events it caused, in order."""
         chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
         self._chunks.append((self._received, chunk))
         self._received += chunk.size
         self._chunk_arrival = self._received / SAMPLE_RATE
-        self._chunk_clock, self._chunk_t0 = max(self._clock, self._chunk_arrival), time.perf_counter()
+        self._start_clock(self._chunk_arrival)
         events: list[Event] = []
         for decision in self.vad.push(chunk):
             if isinstance(decision, SpeechStart):
                 self._line = _Line(decision.start, 0)
             elif self._line is not None and isinstance(decision, SpeechEnd):
-                events += self._complete(decision.end, decision.decided_at, decision.voiced)
+                events += self._complete(decision.end, decision.decided_at, decision.voiced, "hangover")
         if self._line is not None and self.vad.in_speech:
             events += self._while_speaking()
         self._trim()
@@ -173,12 +198,29 @@ class StreamingSession:
 
     def finish(self) -> list[Event]:
         """Complete the open line (end of stream, Ctrl-C); return its events."""
-        self._chunk_clock, self._chunk_t0 = max(self._clock, self.audio_seconds), time.perf_counter()
+        self._start_clock(self.audio_seconds)
         events: list[Event] = []
         if self._line is not None and self.vad.in_speech:
             end = self.vad.force_end(self.vad.last_voiced_end)
-            events = self._complete(end.end, end.decided_at, end.voiced)
+            events = self._complete(end.end, end.decided_at, end.voiced, "finish")
         self._line = None
+        self.partial_due = False
+        self._clock = self._now()
+        return events
+
+    def partial(self, interval_scale: float = 1.0) -> list[Event]:
+        """Re-decode the open line up to the newest audio (with `inline_partials=False`); [] if none is due.
+
+        Partials coalesce: however many were due, one decode covers all the audio received so far.
+        `interval_scale` > 1 spaces the next one out (a scheduler backing off under load).
+        """
+        if not self.partial_due:
+            return []
+        self.partial_due = False
+        if self._line is None or not self.vad.in_speech:
+            return []  # the line ended before its partial got its turn: the final said it all
+        self._start_clock(self._chunk_arrival)
+        events = self._decode_partial(interval_scale)
         self._clock = self._now()
         return events
 
@@ -201,18 +243,41 @@ class StreamingSession:
             if line.speculative is None or line.speculative[0] != end:
                 transcript, seconds = self._decode_final(line.start, end)
                 line.speculative = (end, transcript, seconds)
+        if self._turn_complete(line, pause):
+            decision = vad.force_end(vad.last_voiced_end)
+            return self._complete(decision.end, decision.decided_at, decision.voiced, "smart")
+        if pause >= pad:
             return []
         if (not opts.partials or vad.position < line.next_partial
                 or vad.voiced_samples - line.voiced_base < opts.first_partial_ms * SAMPLE_RATE // 1000):
+            return []
+        if not opts.inline_partials:
+            self.partial_due = True
             return []
         line.next_partial = vad.position + int(opts.partial_interval * SAMPLE_RATE)
         # Falling behind real time: a live microphone would overflow, so drop this partial.
         if opts.drop_late_partials and self._now() - self._chunk_arrival > opts.partial_interval:
             self.skipped_partials += 1
             return []
+        return self._decode_partial(1.0)
+
+    def _decode_partial(self, interval_scale: float) -> list[Event]:
+        line, vad = self._line, self.vad
+        line.next_partial = vad.position + int(self.options.partial_interval * interval_scale * SAMPLE_RATE)
         self.partial_decodes += 1
         segment, _, _ = self.engine.transcribe_segment(self._audio(line.start, vad.position), line.start / SAMPLE_RATE)
         return self._partial(segment.text, vad.position)
+
+    def _turn_complete(self, line: _Line, pause: int) -> bool:
+        """Score the open line once per pause of `turn.pause_ms`; True when the speaker's turn sounds complete."""
+        turn = self.options.turn
+        if (self.turn_model is None or pause < turn.pause_ms * SAMPLE_RATE // 1000
+                or line.scored_pause == self.vad.last_voiced_end):
+            return False
+        line.scored_pause = self.vad.last_voiced_end
+        line.turn_probability = self.turn_model.score(self._audio(line.start, self.vad.position))
+        self.turn_scores += 1
+        return line.turn_probability >= turn.threshold
 
     def _partial(self, hypothesis: str, end: int) -> list[Event]:
         line, opts = self._line, self.options
@@ -245,7 +310,7 @@ class StreamingSession:
     def _cut(self, at: int) -> list[Event]:
         """Complete the open line at `at` while speech goes on; the next line starts there."""
         voiced = self.vad.voiced_samples
-        events = self._complete(at, self.vad.position, voiced)
+        events = self._complete(at, self.vad.position, voiced, "cut")
         self._line = _Line(at, voiced, next_partial=at)
         return events
 
@@ -256,8 +321,9 @@ class StreamingSession:
         transcript = self.engine.transcribe(self._audio(start, end))
         return transcript, time.perf_counter() - begin
 
-    def _complete(self, speech_end: int, decided_at: int, voiced: int) -> list[Event]:
+    def _complete(self, speech_end: int, decided_at: int, voiced: int, ended_by: str) -> list[Event]:
         line, self._line = self._line, None
+        self.partial_due = False
         if line is None or voiced - line.voiced_base < self.options.min_voiced_ms * SAMPLE_RATE // 1000:
             return []
         end = min(speech_end + self.options.final_pad_ms * SAMPLE_RATE // 1000, self.vad.position)
@@ -273,7 +339,8 @@ class StreamingSession:
         events.append(LineCompleted(
             line.line_id, line.start / SAMPLE_RATE, end / SAMPLE_RATE, text, " ".join(line.committed),
             latency_ms=1000 * (now - speech_end / SAMPLE_RATE), finalize_ms=1000 * (now - decided_at / SAMPLE_RATE),
-            decode_ms=1000 * seconds, cost=transcript.cost))
+            decode_ms=1000 * seconds, cost=transcript.cost, ended_by=ended_by,
+            turn_probability=line.turn_probability))
         # After the latency is taken: a line's decodes leave the most fragmented heap behind.
         if self.options.release_heap:
             release_free_heap()

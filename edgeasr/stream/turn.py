@@ -1,0 +1,129 @@
+"""End of turn: at a short pause, does the speaker's sentence sound finished? Smart Turn v3.2 on ONNX Runtime.
+
+webrtcvad only hears sound or silence, so without this the session waits its whole hangover (600 ms)
+after every line. Smart Turn (a Whisper-tiny-encoder classifier, BSD-2-Clause) reads the prosody and
+words of the line's last 8 s and returns P(turn complete). The session scores the open line once a pause
+reaches `TurnOptions.pause_ms`: at or above `threshold` the line completes at once; below, the line
+stays open until the VAD hangover, which acts as the cap.
+
+Runs with onnxruntime and numpy only (the torch-free edge profile). The model is loaded once per process
+and shared by every session (ONNX Runtime sessions may run from several threads). Fail open: when the
+model cannot be fetched or loaded, sessions fall back to the hangover and one warning is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeasr.audio import SAMPLE_RATE
+from edgeasr.runtime.features import LogMelSettings, slaney_mel_filters, whisper_log_mel
+
+log = logging.getLogger(__name__)
+
+END_OF_TURN_MODES = ("smart", "vad")
+WINDOW_SECONDS = 8
+_SETTINGS = LogMelSettings(chunk_samples=WINDOW_SECONDS * SAMPLE_RATE)
+
+
+@dataclass(frozen=True)
+class TurnOptions:
+    """How a pause is judged to end the speaker's turn."""
+
+    mode: str = "vad"
+    """"smart": Smart Turn scores each pause of `pause_ms`; "vad": only the VAD hangover ends a line (the
+    default until smart meets its goal in `edgeasr bench stream --end-of-turn vad smart`)."""
+    pause_ms: int = 200
+    """Silence after the last voiced frame before the open line is scored."""
+    threshold: float = 0.5
+    """P(turn complete) at or above which the line completes at once (Smart Turn's own cut-off)."""
+    model_path: str | None = None
+    """A local Smart Turn ONNX file; None = the pinned v3.2, extracted into the cache on first use."""
+    threads: int = 1
+    """ONNX Runtime intra-op threads per score (the decodes keep the other cores)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in END_OF_TURN_MODES:
+            raise ValueError(f"end of turn must be one of {END_OF_TURN_MODES}, got {self.mode!r}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"turn threshold must be between 0 and 1, got {self.threshold}")
+        if self.pause_ms < 30:
+            raise ValueError(f"turn pause must be at least one VAD frame (30 ms), got {self.pause_ms}")
+
+
+def turn_features(audio: np.ndarray) -> np.ndarray:
+    """Smart Turn's input [1, 80, 800]: the last 8 s, zero-padded at the front, normalised, Whisper log-mel."""
+    n = _SETTINGS.chunk_samples
+    window = np.zeros(n, np.float32)
+    tail = np.asarray(audio, np.float32)[-n:]
+    window[n - tail.size:] = tail
+    # Normalised over the whole window, padding included, as the model was trained (transformers' do_normalize).
+    window = (window - window.mean()) / np.sqrt(window.var() + 1e-7)
+    return whisper_log_mel(window, _filters(), _SETTINGS)
+
+
+_FILTERS: list[np.ndarray] = []
+
+
+def _filters() -> np.ndarray:
+    if not _FILTERS:
+        _FILTERS.append(slaney_mel_filters(_SETTINGS.n_fft, 80, SAMPLE_RATE))
+    return _FILTERS[0]
+
+
+class SmartTurn:
+    """Smart Turn's ONNX graph: `score(audio)` → P(the turn ends here)."""
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        names = [i.name for i in self.session.get_inputs()]
+        if names != ["input_features"]:
+            raise ValueError(f"{path} is not a Smart Turn v3 graph: inputs {names}, expected ['input_features']")
+
+    def score(self, audio: np.ndarray) -> float:
+        """P(turn complete) for a line's 16 kHz audio up to now (its trailing pause included)."""
+        return float(self.session.run(None, {"input_features": turn_features(audio)})[0].reshape(-1)[0])
+
+
+_LOADED: dict[tuple[str | None, int], SmartTurn | None] = {}
+_LOCK = threading.Lock()
+
+
+def load_turn_model(options: TurnOptions) -> SmartTurn | None:
+    """The shared Smart Turn model for `options`, or None (with one warning per process) when it cannot load."""
+    if options.mode != "smart":
+        return None
+    key = (options.model_path, options.threads)
+    with _LOCK:
+        if key not in _LOADED:
+            _LOADED[key] = _load(options)
+        return _LOADED[key]
+
+
+def _load(options: TurnOptions) -> SmartTurn | None:
+    try:
+        if options.model_path is not None:
+            path = Path(options.model_path).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"no Smart Turn model at {path}")
+        else:
+            from edgeasr.zoo.turn_assets import SMART_TURN, fetch_asset
+
+            path = fetch_asset(SMART_TURN)
+        return SmartTurn(path, options.threads)
+    except Exception as exc:  # fail open: a missing end-of-turn model must not stop transcription
+        log.warning("end of turn: Smart Turn unavailable (%s: %s); lines end after the VAD hangover instead",
+                    type(exc).__name__, exc)
+        return None

@@ -1,0 +1,192 @@
+"""Finals before partials: one decode scheduler shared by every connection of the server.
+
+Every blocking call on a session goes through `DecodeScheduler.run` with a priority: `FINAL` for
+`StreamingSession.accept` and `finish` (VAD, end-of-turn scoring, speculative and final decodes), `PARTIAL`
+for partial re-decodes. A free worker always takes the most urgent waiting job, oldest first, so a final or
+an end-of-turn decision never waits behind queued partials (it may wait for decodes already running,
+which are never interrupted). Jobs with the same key (one session) never run at the same time, so a
+session's audio is accepted in order and its partial never overlaps its `accept`. A connection marks its
+key as having audio waiting (`audio_waiting`) the moment a frame arrives, before its `accept` job can be
+queued; no partial starts while any session has audio waiting, so a partial never slips in between a
+frame's arrival and the `accept` that may complete a line with it.
+
+`SessionRunner` drives one session on it: `accept()` hands every chunk to the session (no audio is ever
+skipped); when the session reports a partial due, at most one partial job is queued for it. That job
+decodes whatever audio has arrived by the time it runs (the partials of a line coalesce), and the next
+one is spaced out by `backoff()`, which grows with the jobs waiting per worker (partial cadence backs off
+under load).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+FINAL, PARTIAL = 0, 1
+"""Job priorities: lower runs first."""
+
+
+class DecodeScheduler:
+    """A priority thread pool: `workers` threads, most urgent job first, one job per key at a time."""
+
+    def __init__(self, workers: int, name: str = "decode") -> None:
+        self.workers = max(1, workers)
+        self._cond = threading.Condition()
+        self._jobs: list[tuple[int, int, Any, Callable, tuple, asyncio.AbstractEventLoop, asyncio.Future]] = []
+        self._seq = itertools.count()
+        self._busy: set = set()
+        self._waiting: set = set()
+        """Keys with audio received but not yet handed to an `accept` job."""
+        self._closed = False
+        self.started: list[tuple[int, Any]] = []
+        """(priority, key) of recent jobs in the order they started (the last 1000; for tests and metrics)."""
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+                         for i in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def waiting(self) -> int:
+        """Jobs queued and not yet started."""
+        return len(self._jobs)
+
+    def audio_waiting(self, key: Any, waiting: bool = True) -> None:
+        """Note that `key` has audio on its way to an `accept` job (False: it was taken, or the key is gone)."""
+        with self._cond:
+            if waiting:
+                self._waiting.add(key)
+            else:
+                self._waiting.discard(key)
+                self._cond.notify_all()
+
+    def backoff(self) -> float:
+        """How far to space out the next partial: 1 when idle, +1 for every worker's worth of waiting jobs."""
+        return 1.0 + len(self._jobs) / self.workers
+
+    async def run(self, fn: Callable[..., T], *args, priority: int = FINAL, key: Any = None) -> T:
+        """Run blocking `fn(*args)` on a worker when its turn comes; the event loop stays free meanwhile."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the decode scheduler is closed")
+            self._jobs.append((priority, next(self._seq), key, fn, args, loop, future))
+            if priority == FINAL:
+                self._waiting.discard(key)  # the audio that was waiting is in this job (atomically: no gap)
+            self._cond.notify()
+        return await future
+
+    def _next(self):
+        """The most urgent job whose key is not running (called with the lock held)."""
+        runnable = [job for job in self._jobs if (job[2] is None or job[2] not in self._busy)
+                    and (job[0] != PARTIAL or not self._waiting)]
+        if not runnable:
+            return None
+        job = min(runnable, key=lambda j: (j[0], j[1]))
+        self._jobs.remove(job)
+        return job
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                job = None
+                while not self._closed and (job := self._next()) is None:
+                    self._cond.wait()
+                if job is None:
+                    return
+                priority, _, key, fn, args, loop, future = job
+                if key is not None:
+                    self._busy.add(key)
+                self.started.append((priority, key))
+                del self.started[:-1000]
+            try:
+                result, error = fn(*args), None
+            except BaseException as exc:  # handed to the awaiting coroutine, which decides
+                result, error = None, exc
+            finally:
+                with self._cond:
+                    self._busy.discard(key)
+                    self._cond.notify_all()
+            loop.call_soon_threadsafe(_settle, future, result, error)
+
+    def close(self) -> None:
+        """Stop taking jobs; queued ones are cancelled, running ones finish."""
+        with self._cond:
+            self._closed = True
+            for *_, loop, future in self._jobs:
+                loop.call_soon_threadsafe(future.cancel)
+            self._jobs.clear()
+            self._cond.notify_all()
+
+
+def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class SessionRunner:
+    """Runs one `StreamingSession` (built with `inline_partials=False`) on a shared `DecodeScheduler`.
+
+    `emit(events, *args)` is awaited with each batch of events, strictly in the order the session produced
+    them (a partial decoded before a final is emitted before it); `args` are those of the latest `accept`.
+    """
+
+    def __init__(self, scheduler: DecodeScheduler, session, emit: Callable[[list], Awaitable[None]],
+                 key: Any = None) -> None:
+        if session.options.inline_partials:
+            raise ValueError("SessionRunner needs a session built with SessionOptions(inline_partials=False)")
+        self.scheduler, self.session, self.emit = scheduler, session, emit
+        self.key = key if key is not None else id(session)
+        self._partial: asyncio.Task | None = None
+        self._emit_lock = asyncio.Lock()
+        self._args: tuple = ()
+
+    async def _emit(self, events: list) -> None:
+        # Jobs of one key complete in order and wake their tasks in that order; the FIFO lock keeps it.
+        async with self._emit_lock:
+            await self.emit(events, *self._args)
+
+    def audio_waiting(self) -> None:
+        """Call when audio for this session arrives (before it is handed to `accept`)."""
+        self.scheduler.audio_waiting(self.key)
+
+    async def accept(self, samples, *emit_args) -> list:
+        """Feed audio (FINAL priority); queue one coalesced partial if the session wants one."""
+        events = await self.scheduler.run(self.session.accept, samples, priority=FINAL, key=self.key)
+        self._args = emit_args
+        await self._emit(events)
+        if self.session.partial_due and (self._partial is None or self._partial.done()):
+            self._partial = asyncio.create_task(self._run_partial())
+        return events
+
+    async def _run_partial(self) -> None:
+        # The backoff is read when the job starts (inside the worker), not when it was queued.
+        events = await self.scheduler.run(lambda: self.session.partial(self.scheduler.backoff()),
+                                          priority=PARTIAL, key=self.key)
+        await self._emit(events)
+
+    async def finish(self, *emit_args) -> list:
+        """Complete the open line (after any queued partial, which then has nothing left to say)."""
+        if self._partial is not None:
+            await self._partial
+        events = await self.scheduler.run(self.session.finish, priority=FINAL, key=self.key)
+        self._args = emit_args
+        await self._emit(events)
+        return events
+
+    def close(self) -> None:
+        """The connection is over: drop its queued partial and its waiting mark."""
+        self.scheduler.audio_waiting(self.key, False)
+        if self._partial is not None and not self._partial.done():
+            self._partial.cancel()

@@ -178,6 +178,9 @@ class StreamConfig:
     overflow: str = "drop"
     """When the queue is full: "drop" new audio (live sources) or "block" reading (file replays faster
     than real time; the server acknowledges decoded audio with `ack` events so the client can pace itself)."""
+    end_of_turn: str | None = None
+    """"smart" (Smart Turn ends a line at a short pause when the sentence sounds finished) or "vad" (the
+    VAD hangover only); None = the server's default (`SessionOptions`)."""
 
     def message(self) -> str:
         """The config as the client sends it (None fields left out)."""
@@ -220,8 +223,13 @@ class StreamConfig:
         overflow = data.get("overflow", "drop")
         if overflow not in OVERFLOW_MODES:
             raise _config_error(f"overflow must be one of {OVERFLOW_MODES}, got {overflow!r}")
+        from edgeasr.stream.turn import END_OF_TURN_MODES
+
+        end_of_turn = data.get("end_of_turn")
+        if end_of_turn is not None and end_of_turn not in END_OF_TURN_MODES:
+            raise _config_error(f"end_of_turn must be one of {END_OF_TURN_MODES}, got {end_of_turn!r}")
         return cls(rate, encoding, data.get("model"), data.get("recipe"), data.get("checkpoint"),
-                   partials, queue, overflow)
+                   partials, queue, overflow, end_of_turn)
 
 
 # -- audio frames -------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, nargs="?", default=Path("bench/results/heldout.jsonl"))
     parser.add_argument("--out", type=Path, default=None, help="markdown file (default: next to the results)")
-    parser.add_argument("--calibration", default="calib-mix 32x1 t128",
+    parser.add_argument("--calibration", default="calib-mix 64x1 t128",
                         help="calibration of the calibrated methods in the per-model tables")
     args = parser.parse_args(argv)
     rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]

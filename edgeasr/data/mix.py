@@ -4,9 +4,10 @@ Sources are calibration-only audio: asterisk-en-calib (the studio speaker's 1-2-
 tts-en-calib (five TTS voices, Harvard lists 5-8) and codec2-calib (real voices over HF radio,
 untranscribed, so the decoder is calibrated on the model's own greedy tokens there). Items:
 
-- 12 long asterisk joins and 12 long tts joins (one voice each) of 5-25 s: long decodes, and the
-  Whisper encoder sees speech across its window instead of mostly padding;
-- 4 short asterisk pairs and 4 single tts sentences: the short decodes that prompts produce;
+- 20 long asterisk joins and 20 long tts joins (4 per voice) of 5-25 s: long decodes (about 2,000
+  decoder rows in all, more than the widest decoder linear's inputs), and the Whisper encoder sees
+  speech across its window instead of mostly padding;
+- 8 short asterisk pairs and 8 single tts sentences: the short decodes that prompts produce;
 - 8 codec2 speech excerpts of up to 20 s;
 - every third of the asterisk / tts items with white, pink or radio noise (the codec2 recording
   `david4`, never used for evaluation) at 10-30 dB SNR, and every fifth of the others reverberant.
@@ -30,6 +31,13 @@ CALIB_RADIO_NOISE = "david4"
 CODEC2_EXCERPT_SECONDS = 20.0
 CODEC2_SPEECH = ("ve9qrp", "vk5qi", "speech_orig_16k", "all")
 """codec2-calib recordings that hold speech (the others are noise, modem signals or very short)."""
+LONG_ITEMS = 20
+"""Long (5-25 s) items from each of asterisk-en-calib and tts-en-calib."""
+LONG_PROMPTS = 250
+"""asterisk-en-calib prompts the long items are drawn from (the rest make the short pairs)."""
+SHORT_ITEMS = 8
+"""Short items from each of asterisk-en-calib (prompt pairs) and tts-en-calib (single sentences)."""
+CODEC2_ITEMS = 8
 
 
 def _codec2_excerpts(n: int) -> list[tuple[str, np.ndarray]]:
@@ -59,14 +67,13 @@ def build_calib_mix(open_set: Callable[[str], Path]) -> None:
         voices[voice] = [voices[voice][i] for i in rng.permutation(len(voices[voice]))]
 
     groups: list[tuple[str, list[Utterance]]] = []
-    groups += [("asterisk", g) for g in group_by_length(prompts[:200], rng)[:12]]
+    groups += [("asterisk", g) for g in group_by_length(prompts[:LONG_PROMPTS], rng)[:LONG_ITEMS]]
     names = list(voices)
-    for k in range(12):
-        voice = names[k % len(names)]
-        run = group_by_length(voices[voice][(k // len(names)) * 12:], rng)[:1]
-        groups += [(voice, g) for g in run]
-    groups += [("asterisk", prompts[200 + 2 * k: 202 + 2 * k]) for k in range(4)]
-    groups += [(names[k % len(names)], [voices[names[k % len(names)]][-1 - k // len(names)]]) for k in range(4)]
+    for voice in names:  # the last two sentences of each voice are kept for the short items
+        groups += [(voice, g) for g in group_by_length(voices[voice][:-2], rng)[:LONG_ITEMS // len(names)]]
+    groups += [("asterisk", prompts[LONG_PROMPTS + 2 * k: LONG_PROMPTS + 2 * k + 2]) for k in range(SHORT_ITEMS)]
+    groups += [(names[k % len(names)], [voices[names[k % len(names)]][-1 - k // len(names)]])
+               for k in range(SHORT_ITEMS)]
 
     bed = radio_bed(CALIB_RADIO_NOISE)
     rows = []
@@ -87,7 +94,7 @@ def build_calib_mix(open_set: Callable[[str], Path]) -> None:
         rel = f"audio/{uid}.wav"
         rows.append(Utterance(id=uid, audio=rel, text=" ".join(u.text.strip() for u in group),
                               seconds=write_wav(out / rel, audio), source=" + ".join(u.id for u in group)))
-    for j, (excerpt_id, audio) in enumerate(_codec2_excerpts(8)):
+    for j, (excerpt_id, audio) in enumerate(_codec2_excerpts(CODEC2_ITEMS)):
         uid = f"mix{len(groups) + j:02d}-codec2-{excerpt_id}"
         rel = f"audio/{uid}.wav"
         rows.append(Utterance(id=uid, audio=rel, text=None, seconds=write_wav(out / rel, audio),

@@ -24,8 +24,9 @@ class CalibrationOptions:
     dataset: str = "calib-mix"
     """Data set name or manifest path (labelled sets give teacher-forced decoder inputs). The default mixes
     voices, 1-25 s lengths and noise, and shares no audio with any evaluation set (`edgeasr data list`)."""
-    n_clips: int = 32
-    """Number of calibration *sequences* (not utterances: each joins up to `concat` of them)."""
+    n_clips: int = 64
+    """Number of calibration *sequences* (not utterances: each joins up to `concat` of them). 64 calib-mix
+    items give ~2,000 decoder rows: fewer than a linear's inputs leave its Hessian rank-deficient."""
     concat: int = 1
     """Utterances joined into one sequence. calib-mix items are already 1-25 s long (1); sets of one- or
     two-word prompts need joining (asterisk-en-calib: 4) to give the decoder realistic positions."""

@@ -115,6 +115,10 @@ def _write_graph(spec, name: str, key: str, directory: Path, packed_by_id: dict[
     positions = {t.name for t in model.graph.initializer if "embed_positions" in t.name}
     if front_end:
         quantize_initializers(model, front | positions)
+    # The exporter tags every node with its torch stack trace and module path (a third of a W4 bundle's
+    # bytes, and this machine's paths): a deployed graph needs none of it.
+    for node in model.graph.node:
+        del node.metadata_props[:]
     # Weights in a side file: ONNX Runtime maps it instead of copying it onto the heap.
     onnx.save(model, directory / f"{name}.onnx", save_as_external_data=True, location=f"{name}.onnx.data",
               size_threshold=1024)

@@ -207,9 +207,36 @@ class GraphSpec:
     outputs: list[str]
 
 
+QUERY_CHUNK = 500
+"""Queries per attention slice in the exported graphs: Whisper's encoder scores (6 × 1500 × 1500 fp32, 54 MB
+per layer, twice with the softmax) are computed a third at a time, so ONNX Runtime never holds them whole."""
+CHUNKED_ATTENTION = "edgeasr_query_chunks"
+
+
+def chunked_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
+    """SDPA over slices of at most `QUERY_CHUNK` queries (the same numbers; a lower peak). Only a length known
+    when tracing is sliced: Moonshine's encoder length follows the audio and stays one piece."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    length = query.shape[2]
+    if not isinstance(length, int) or length <= QUERY_CHUNK:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    pieces = []
+    for start in range(0, length, QUERY_CHUNK):
+        end = min(start + QUERY_CHUNK, length)
+        mask = None if attention_mask is None else attention_mask[:, :, start:end]
+        pieces.append(sdpa_attention_forward(module, query[:, :, start:end], key, value, mask, **kwargs)[0])
+    return torch.cat(pieces, dim=1), None
+
+
 @torch.inference_mode()
 def graph_specs(model: nn.Module, family: str) -> dict[str, GraphSpec]:
     """The encoder, cross-K/V and decoder-step graphs of `model` (stand-ins already swapped in)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(CHUNKED_ATTENTION, chunked_attention)
+    model.config._attn_implementation = CHUNKED_ATTENTION  # read by every attention layer when traced
     shapes = shapes_of(model)
     head = swap_head(model)
     if family == "whisper":
@@ -258,7 +285,7 @@ def trace_key(model: nn.Module) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-VERSION = 3
+VERSION = 4
 """Bump when the traced modules change, so cached traces of the old shape are not reused."""
 
 

@@ -35,6 +35,7 @@ from typing import Union
 
 from edgeasr.engine import Engine
 from edgeasr.errors import CheckpointError, EdgeASRError, QuantizationError
+from edgeasr.metrics.bits import DEFAULT_HEAD_BITS, FRONT_END_BITS
 from edgeasr.paths import cache_dir
 from edgeasr.quant.recipe import Recipe
 from edgeasr.runtime.bundle import ARCHIVE_SUFFIX, META
@@ -69,9 +70,9 @@ class ResolveOptions:
     bundle: the bundle or an error; torch: the transformers (fake-quant) model."""
     threads: int | None = None
     """Intra-op threads of the engine (ONNX Runtime session; torch's process-wide count for torch); None = default."""
-    head_bits: int = 8
+    head_bits: int = DEFAULT_HEAD_BITS
     """Bits of the tied token table / output head of bundles exported from a checkpoint (8 or 4; 16 = FP32).
-    FP models are exported with an FP32 head. The same default as `ExportOptions`, which imports torch."""
+    FP models are exported with an FP32 head. The same default as `ExportOptions` (from `metrics.bits`)."""
     accuracy_level: int = 4
     """MatMulNBits compute of exported bundles: 4 = int8 activations per block (the fast path)."""
     quantize: bool = True
@@ -170,7 +171,8 @@ def bundle_limitation(recipe: Recipe | None) -> str | None:
 
 def _export_settings(request: _Request, options: ResolveOptions) -> dict:
     head = 16 if request.recipe is None else options.head_bits
-    return {"head_bits": head, "accuracy_level": options.accuracy_level}
+    front_end = None if request.recipe is None else FRONT_END_BITS  # int8 conv / position tables (ExportOptions)
+    return {"head_bits": head, "front_end_bits": front_end, "accuracy_level": options.accuracy_level}
 
 
 def _bundle_json(entry: Path) -> dict:
@@ -357,7 +359,8 @@ def _export(request: _Request, checkpoint: Path | None, export: dict) -> Path:
     log.info("exporting %s into the bundle cache (once)", request.label)
     try:
         export_bundle(staging, checkpoint=checkpoint, model_name=request.model if checkpoint is None else None,
-                      options=ExportOptions(head_bits=export["head_bits"], accuracy_level=export["accuracy_level"]))
+                      options=ExportOptions(head_bits=export["head_bits"], front_end_bits=export["front_end_bits"],
+                                           accuracy_level=export["accuracy_level"]))
         (staging / PROVENANCE).write_text(json.dumps({
             "source": str(checkpoint.name if checkpoint is not None else request.model),
             "source_sha256": source_sha, "export": export}, indent=1))

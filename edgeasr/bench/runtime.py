@@ -2,7 +2,9 @@
 moonshine-voice's own runtime, on the same clips and the same 2 cores; bytes moved per decoded token.
 
 Every engine runs in a fresh process (so resident memory is its own), pinned to the same cores, after
-one warm-up clip. Bundles are RTN checkpoints exported with an 8-bit head (FP32 bundle: FP32 head).
+one warm-up clip. Bundles are RTN checkpoints exported with the default options (4-bit head, int8 conv front
+end and position tables, fp16 scales; the FP32 bundle: everything FP32); a bundle's size is every file of its
+directory, next to the FP32 bundle's, and its peak resident growth is next to the peer's.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ class RuntimeRow:
     """Peak resident growth while transcribing (MB)."""
     weight_mb: float | None = None
     """Bundles: weight bytes in the graphs (analytic)."""
+    total_mb: float | None = None
+    """Bundles: every file of the bundle directory (MB)."""
+    total_vs_fp32: float | None = None
+    """Bundles: total bytes over the FP32 bundle's of the same model (the W4 goal: ≤ 0.16)."""
+    parts_mb: dict | None = None
+    """Bundles: the bytes by part (quantized linears, head, front end, positions, other FP, files), MB."""
     bytes_per_token_mb: float | None = None
     """Bundles: decoder weights + KV cache read per decoded token, for a 10 s utterance."""
     pi5_ms_per_token: float | None = None
@@ -143,11 +151,16 @@ def _in_process(engine: str, source: str, threads: int) -> dict:
 
 
 def bundle_for(model: str, bits: int | None) -> Path:
-    """The bundle of `model` (None bits = FP32, else RTN with an 8-bit head) from `edgeasr.resolver`'s cache,
+    """The bundle of `model` (None bits = FP32, else RTN with the default export options) from `edgeasr.resolver`'s cache,
     exported on first use."""
     from edgeasr.resolver import bundle_path, recipe_target
 
     return bundle_path(recipe_target(model, "rtn" if bits else None, bits or 16))
+
+
+def bundle_bytes(bundle: Path) -> int:
+    """Every file of the bundle directory (what a board stores)."""
+    return sum(p.stat().st_size for p in bundle.iterdir() if p.is_file())
 
 
 def traffic_per_token(bundle: Path, utterance_seconds: float = 10.0, tokens_so_far: int = 20) -> float:
@@ -175,13 +188,18 @@ def run_benchmark(models: list[str], threads: int) -> list[RuntimeRow]:
 
     rows = []
     for model in models:
+        fp32_bytes = None
         for bits in (None, 8, 4):
             bundle = bundle_for(model, bits)
             meta = read_bundle(bundle, verify=False).data
             sizes = meta["sizes"]
+            total = bundle_bytes(bundle)
+            fp32_bytes = fp32_bytes or total  # the FP32 bundle comes first
             traffic = traffic_per_token(bundle)
             result = _in_process("bundle", str(bundle), threads)
             rows.append(RuntimeRow(model, meta["label"], weight_mb=round(sizes["weight_bytes"] / 1e6, 2),
+                                   total_mb=round(total / 1e6, 2), total_vs_fp32=round(total / fp32_bytes, 4),
+                                   parts_mb={k: round(v / 1e6, 2) for k, v in sizes.get("parts", {}).items()},
                                    bytes_per_token_mb=round(traffic / 1e6, 2),
                                    pi5_ms_per_token=round(traffic / PI5_BANDWIDTH * 1e3, 2), **result))
             log.info("%s: RTFx %.1f", meta["label"], result["rtfx"])
@@ -197,15 +215,24 @@ def run_benchmark(models: list[str], threads: int) -> list[RuntimeRow]:
 
 
 def markdown(rows: list[RuntimeRow]) -> str:
-    lines = ["| model | engine | RTFx | × peer | encoder s / total s | load MB | peak MB | weights MB | MB/token | "
-             "Pi 5 ms/token floor |", "|---|---|---|---|---|---|---|---|---|---|"]
-    peers = {r.model: r.rtfx for r in rows if r.weight_mb is None}
+    lines = ["| model | engine | RTFx | × peer | encoder s / total s | load MB | peak MB | peak × peer | total MB | "
+             "× FP32 bundle | MB/token | Pi 5 ms/token floor |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    peers = {r.model: r for r in rows if r.weight_mb is None}
     for r in rows:
-        ratio = f"{r.rtfx / peers[r.model]:.2f}" if r.model in peers and r.weight_mb is not None else ""
+        peer = peers.get(r.model) if r.weight_mb is not None else None
+        ratio = f"{r.rtfx / peer.rtfx:.2f}" if peer else ""
+        peak = f"{r.peak_mb / peer.peak_mb:.2f}" if peer else ""
         split = f"{r.encode_seconds:.2f} / {r.compute_seconds:.2f}" if r.encode_seconds is not None else ""
+        size = "" if r.total_vs_fp32 is None else f"{r.total_vs_fp32:.3f}"
         lines.append(f"| {r.model} | {r.engine} | {r.rtfx:.1f} | {ratio} | {split} | {r.load_mb:.0f} | {r.peak_mb:.0f} | "
-                     f"{r.weight_mb if r.weight_mb is not None else ''} | {r.bytes_per_token_mb or ''} | "
-                     f"{r.pi5_ms_per_token or ''} |")
+                     f"{peak} | {r.total_mb if r.total_mb is not None else ''} | {size} | "
+                     f"{r.bytes_per_token_mb or ''} | {r.pi5_ms_per_token or ''} |")
+    parts = [r for r in rows if r.parts_mb]
+    if parts:
+        keys = list(dict.fromkeys(k for r in parts for k in r.parts_mb))
+        lines += ["", "Bundle bytes by part (MB; files: tokenizer, mel filters, graph structure):", "",
+                  "| bundle | " + " | ".join(k.replace("_", " ") for k in keys) + " |", "|---|" + "---:|" * len(keys)]
+        lines += [f"| {r.engine} | " + " | ".join(str(r.parts_mb.get(k, "")) for k in keys) + " |" for r in parts]
     return "\n".join(lines)
 
 

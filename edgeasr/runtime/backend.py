@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +20,26 @@ from edgeasr.runtime.bundle import ARCHIVE_SUFFIX, BundleMeta, check_graph_input
 from edgeasr.runtime.features import LogMelSettings, moonshine_waveform, whisper_log_mel
 
 
-def _session(path: Path, threads: int | None):
+@dataclass(frozen=True)
+class MemorySettings:
+    """How ONNX Runtime holds a run's intermediate tensors: peak resident memory against allocation work."""
+
+    arena: bool = False
+    """CPU memory arena: grows in doubling chunks and never returns them, so the encoder's transient peak
+    (attention scores) stays resident for the process's life. Off: buffers go back to the C heap."""
+    memory_pattern: bool = False
+    """One pre-planned block per run sized for the run's peak (fewer allocations, a higher and lasting peak)."""
+
+
+def _session(path: Path, threads: int | None, memory: MemorySettings):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = memory.arena
+    options.enable_mem_pattern = memory.memory_pattern
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # its constant-folding notices about exporter helper ops are not actionable
     try:
@@ -39,12 +53,13 @@ class OnnxBackend:
 
     kind = "onnx"
 
-    def __init__(self, meta: BundleMeta, threads: int | None = None) -> None:
+    def __init__(self, meta: BundleMeta, threads: int | None = None, memory: MemorySettings = MemorySettings()) -> None:
         from tokenizers import Tokenizer
 
         self.meta = meta
         self.family = meta.family
-        self.sessions = {name: _session(path, threads) for name, path in meta.graphs.items()}
+        self.memory = memory
+        self.sessions = {name: _session(path, threads, memory) for name, path in meta.graphs.items()}
         check_graph_inputs(meta, {k: [i.name for i in s.get_inputs()] for k, s in self.sessions.items()})
         self.tokenizer = Tokenizer.from_file(str(meta.directory / meta.data["tokenizer"]))
         self.settings = DecodeSettings.from_configs(self.family, meta.data["generation"], meta.data["config"])
@@ -58,14 +73,14 @@ class OnnxBackend:
         self.cross_names = [n for n in self.decoder_inputs if n.startswith("cross_")]
 
     @classmethod
-    def load(cls, path: str | Path, threads: int | None = None) -> "OnnxBackend":
+    def load(cls, path: str | Path, threads: int | None = None, memory: MemorySettings = MemorySettings()) -> "OnnxBackend":
         """Load a bundle directory or `.edgeasr.tar` archive (extracted once into the cache)."""
         path = Path(path).expanduser()
         if path.name.endswith(ARCHIVE_SUFFIX) and path.is_file():
             from edgeasr.paths import cache_dir
 
             path = unpack_archive(path, cache_dir("bundles"))
-        return cls(read_bundle(path), threads)
+        return cls(read_bundle(path), threads, memory)
 
     def features(self, audio: np.ndarray) -> np.ndarray:
         if self.family == "whisper":

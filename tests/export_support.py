@@ -164,8 +164,8 @@ class Evidence:
 CARRIED: dict[str, tuple[Evidence, ...]] = {
     "in_scale": (Evidence("Div", "{node}.layer.in_scale", "before"),),
     "in_shift": (Evidence("Sub", "{node}.layer.in_shift", "before"),),
-    # One constant per input width, named after the first layer that traced it.
-    "hadamard": (Evidence("MatMul", "*.hadamard", "before"),),
+    # The butterfly's last op scales by 1/√n: one constant per input width, named after the first layer that traced it.
+    "hadamard": (Evidence("Mul", "*.hadamard.scale", "before"),),
     # The FP branch on the gathered channels, and the mask that keeps them out of the int8 activation grid.
     "outlier_idx": (Evidence("GatherND", "{node}.layer.outlier_idx", "from"),
                     Evidence("MatMul", "{node}.layer.outlier_weight", "added"),

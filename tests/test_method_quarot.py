@@ -1,13 +1,23 @@
-"""QuaRot: the rotation is exact in FP and makes 4-bit activations (and weights) far less lossy than RTN."""
+"""QuaRot: a true Hadamard transform run as a butterfly (in torch and in the exported graph), exact in FP,
+and far less lossy than RTN at 4-bit activations (and weights)."""
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
 from edgeasr.backends.hf import HFBackend
 from edgeasr.engine import Engine
 from edgeasr.errors import QuantizationError
+from edgeasr.metrics.cost import rotation_ops
+from edgeasr.quant.hadamard import (HadamardTransform, UnsupportedWidth, hadamard_factors, hadamard_matrix,
+                                    hadamard_transform)
 from edgeasr.quant.arch import graph_for
 from edgeasr.quant.layers import QuantLinear
 from edgeasr.quant.methods.quarot import rotate_fp
@@ -17,6 +27,69 @@ from edgeasr.zoo.catalog import MOONSHINE_VOICE
 from quant_support import fp_backend, held_out_clips, output_error, quantized
 
 MODEL = "moonshine-tiny"
+
+ZOO_WIDTHS = {384: (12, 32), 1536: (12, 128), 512: (1, 512), 2048: (1, 2048),  # whisper-tiny, whisper-base
+              288: (36, 8), 1152: (36, 32), 416: (52, 8), 1664: (52, 32)}    # moonshine-tiny, moonshine-base
+"""Every linear input width of the zoo and its split m · 2ᵏ (m the Paley block, 1 for powers of two)."""
+
+
+@pytest.mark.parametrize("width", ZOO_WIDTHS)
+def test_transform_is_a_hadamard_product(width):
+    h = hadamard_matrix(width).double()
+    # A Hadamard matrix: every entry ±1 (here over √n), rows orthogonal.
+    assert torch.equal((h * math.sqrt(width)).round().abs(), torch.ones(width, width, dtype=torch.float64))
+    assert torch.allclose((h * math.sqrt(width)).round(), h * math.sqrt(width), atol=1e-4)
+    assert torch.allclose(h @ h.T, torch.eye(width, dtype=torch.float64), atol=1e-5)
+    x = torch.randn(2, 7, width)
+    assert torch.allclose(hadamard_transform(x), x @ hadamard_matrix(width), atol=1e-4)
+
+
+@pytest.mark.parametrize("width", ZOO_WIDTHS)
+def test_split_and_cost_count_the_butterfly(width):
+    m, power = hadamard_factors(width)
+    assert (m, power) == ZOO_WIDTHS[width]
+    assert rotation_ops(width) == width * (int(math.log2(power)) + (m if m > 1 else 0)) < width ** 2 / 5
+
+
+@pytest.mark.parametrize("width", [7, 18, 92 * 4])
+def test_widths_without_a_hadamard_are_refused(width):
+    with pytest.raises(UnsupportedWidth, match=f"width {width}"):
+        hadamard_factors(width)
+
+
+class _RotatedMatmul(torch.nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.hadamard = HadamardTransform(width)
+        self.weight_t = torch.nn.Parameter(torch.randn(width, 8), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(self.hadamard(x), self.weight_t)
+
+
+def _matmul_constant_shapes(graph: onnx.GraphProto) -> list[tuple[int, ...]]:
+    """Shapes of the initializers every MatMul of `graph` reads."""
+    inits = {i.name: tuple(i.dims) for i in graph.initializer}
+    return [inits[i] for n in graph.node if n.op_type == "MatMul" for i in n.input if i in inits]
+
+
+@pytest.mark.parametrize("width", [512, 384])
+@torch.inference_mode()
+def test_exported_transform_is_a_butterfly(tmp_path, width):
+    """The traced rotation is log₂(2ᵏ) Add/Sub stages (and an m × m MatMul for m > 1), no width × width MatMul."""
+    m, power = hadamard_factors(width)
+    module = _RotatedMatmul(width).eval()
+    path = tmp_path / "rotation.onnx"
+    torch.onnx.export(module, (torch.zeros(1, 3, width),), dynamo=True, opset_version=18, optimize=False,
+                      dynamic_shapes=({1: torch.export.Dim.DYNAMIC},), input_names=["x"]).save(str(path))
+    graph = onnx.load(path).graph
+    ops = Counter(n.op_type for n in graph.node)
+    assert ops["Add"] == ops["Sub"] == int(math.log2(power))
+    assert sorted(_matmul_constant_shapes(graph)) == sorted([(width, 8)] + ([(m, m)] if m > 1 else []))
+    x = np.random.default_rng(0).standard_normal((1, 11, width)).astype(np.float32)
+    got = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    expected = (torch.from_numpy(x) @ hadamard_matrix(width) @ module.weight_t).numpy()
+    assert np.abs(got - expected).max() < 1e-4 * np.abs(expected).max()
 
 
 @pytest.mark.parametrize("fold", [False, True])
@@ -55,3 +128,29 @@ def test_w8a8_keeps_beckett_transcript():
     beckett = find_file(fetch_package(MOONSHINE_VOICE), "assets/beckett.wav")
     reference = Engine(fp_backend(MODEL), "fp").transcribe(beckett).text
     assert Engine(quantized(MODEL, "quarot", 8, 8), "quarot-w8a8").transcribe(beckett).text == reference
+
+
+@pytest.mark.slow
+def test_w4_bundle_runs_the_butterfly_and_keeps_transcripts(tmp_path):
+    """A QuaRot W4 bundle: no MatMul reads a square constant wider than the Paley block, one butterfly per
+    rotated layer, and its transcript of a held-out clip is the fake-quant model's."""
+    from edgeasr.export import export_bundle
+    from edgeasr.runtime import OnnxBackend
+    from edgeasr.runtime.bundle import read_bundle
+    from export_support import checkpoint_backend, quantized_checkpoint
+
+    checkpoint = quantized_checkpoint(tmp_path / "checkpoint", MODEL, "quarot", 4)
+    bundle = export_bundle(tmp_path / "bundle", checkpoint=checkpoint)
+    reference = checkpoint_backend(checkpoint)
+    rotated = [m for m in reference.model.modules() if isinstance(m, QuantLinear) and m.hadamard]
+    blocks = {(m, m) for m, _ in (hadamard_factors(layer.in_features) for layer in rotated)}
+    subs = 0
+    for path in read_bundle(bundle).graphs.values():
+        graph = onnx.load(path).graph
+        squares = {s for s in _matmul_constant_shapes(graph) if len(s) == 2 and s[0] == s[1]}
+        assert squares <= blocks, squares
+        subs += sum(n.op_type == "Sub" for n in graph.node)
+    assert subs >= sum(int(math.log2(hadamard_factors(m.in_features)[1])) for m in rotated)
+    clip = held_out_clips(1)[0]
+    runtime = OnnxBackend.load(bundle)
+    assert Engine(runtime, "bundle").transcribe(clip.audio).text == Engine(reference, "fake-quant").transcribe(clip.audio).text

@@ -164,16 +164,15 @@ def _unnormalized(x: torch.Tensor, block_t: torch.Tensor | None) -> torch.Tensor
     n = x.shape[-1]
     m, power = hadamard_factors(n)
     k = int(math.log2(power))
-    lead = x.shape[:-1]
     # Row index of H_m ⊗ H_2ᵏ is i·2ᵏ + j, and H_2ᵏ = H_2 ⊗ … ⊗ H_2: one butterfly stage per axis of size 2.
-    y = x.reshape(*lead, m, *([2] * k))
-    for axis in range(len(lead) + 1, len(lead) + 1 + k):
+    # Rows are flattened into one leading axis so the traced graph needs no shape arithmetic per stage.
+    y = x.reshape(-1, m, *([2] * k))
+    for axis in range(2, 2 + k):
         a, b = y.narrow(axis, 0, 1), y.narrow(axis, 1, 1)
         y = torch.cat((a + b, a - b), dim=axis)
-    y = y.reshape(*lead, m, power)
     if m > 1:  # out[a, :] = Σ_i H_m[i, a] · y[i, :]
-        y = torch.matmul(block_t, y)
-    return y.reshape(*lead, n)
+        y = torch.matmul(block_t, y.reshape(-1, m, power))
+    return y.reshape(x.shape)
 
 
 def hadamard_transform(x: torch.Tensor) -> torch.Tensor:

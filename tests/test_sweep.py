@@ -8,7 +8,7 @@ import pytest
 
 from edgeasr.bench.grid import Grid
 from edgeasr.bench.quant import write_tables
-from edgeasr.bench.report import README_END, README_START, latest_rows, update_readme, write_report
+from edgeasr.bench.report import STUDY_END, STUDY_START, latest_rows, update_study_page, write_report
 from edgeasr.bench.sweep import read_rows, run_sweep
 from edgeasr.data import build_dataset
 from edgeasr.errors import EdgeASRError
@@ -72,16 +72,16 @@ def test_sweep_runs_resumes_records_failures_and_reports(grid_file, tmp_path):
     assert "- W8A16 within +0.2 of FP: " in table and "- best W4A16 within +0.5 of FP: " in table
 
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{README_START.format(dataset='asterisk-en')}\nstale\n{README_END}\noutro\n")
-    update_readme(readme, results)
+    readme.write_text(f"intro\n{STUDY_START.format(dataset='asterisk-en')}\nstale\n{STUDY_END}\noutro\n")
+    update_study_page(readme, results)
     text = readme.read_text()
-    assert text.startswith("intro\n") and text.endswith(f"{README_END}\noutro\n") and "stale" not in text
+    assert text.startswith("intro\n") and text.endswith(f"{STUDY_END}\noutro\n") and "stale" not in text
     assert "<summary>moonshine-tiny" in text and "| rtn | " in text and f"{by_bits['w4a16']['wer']:.2f}" in text
-    update_readme(readme, results)
+    update_study_page(readme, results)
     assert readme.read_text() == text  # refreshing twice changes nothing
     readme.write_text("no markers here")
     with pytest.raises(EdgeASRError, match="no block to update"):
-        update_readme(readme, results)
+        update_study_page(readme, results)
 
 
 def test_grid_rejects_bad_bit_settings(tmp_path):

@@ -10,7 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="markdown tables and PNG plots from sweep results (jsonl)")
     p.add_argument("results", type=Path, help="results file written by `edgeasr sweep`")
     p.add_argument("--out", type=Path, help="output folder (default: next to the results file)")
-    p.add_argument("--readme", type=Path, help="also refresh this README's marked block of asterisk-en tables")
+    p.add_argument("--study", type=Path, help="also refresh this page's marked block of asterisk-en tables "
+                                              "(docs/study.md)")
     p.set_defaults(handler=run)
 
 
@@ -18,11 +19,11 @@ def run(args: argparse.Namespace) -> int:
     from edgeasr.bench.report import write_report
 
     files = write_report(args.results, args.out or args.results.parent)
-    if args.readme:
-        from edgeasr.bench.report import update_readme
+    if args.study:
+        from edgeasr.bench.report import update_study_page
 
-        update_readme(args.readme, args.results)
-        print(f"readme: {args.readme}")
+        update_study_page(args.study, args.results)
+        print(f"study page: {args.study}")
     print(f"tables: {files.markdown}")
     for path in files.plots:
         print(f"plot: {path}")

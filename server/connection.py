@@ -6,8 +6,10 @@ The queue holds at most `max_queue_seconds`; a frame longer than that is split i
 With `overflow: "drop"` what does not fit is dropped and reported in a `dropped` event, so a slow CPU
 costs text, never unbounded memory; with `"block"` the receiver waits for room (TCP backpressure) and
 nothing is dropped, and the consumer acknowledges decoded audio (`ack`) so the client can keep what it
-has in flight small enough that keepalive pings are never stuck behind it. Only the consumer (and,
-after it stopped, `serve`) sends, so sends never interleave. Every stream that got past the handshake
+has in flight small enough that keepalive pings are never stuck behind it. Only the consumer (with the
+session's partial task, whose events `SessionRunner` keeps in order with the consumer's, one whole
+message per send) and, after it stopped, `serve` send. Partials run at low priority on the shared
+scheduler (server/scheduler.py): a final never waits behind another session's partial. Every stream that got past the handshake
 ends with a `summary`, and a stream the server ends (idle timeout, session limit) has its open line
 decoded first.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from dataclasses import replace
 import logging
 import time
 from collections import deque
@@ -30,6 +33,7 @@ from edgeasr.stream import LineCompleted, SessionOptions, StreamingSession
 from .engines import EngineHub
 from .metrics import Metrics, percentiles
 from .options import ServerOptions
+from .scheduler import SessionRunner
 from .protocol import Resampler
 
 log = logging.getLogger(__name__)
@@ -66,8 +70,12 @@ class Connection:
         self.lines = self.partials = 0
         self.model = ""
         self.session: StreamingSession | None = None
+        self.runner: SessionRunner | None = None
+        """Feeds the session on the hub's scheduler: accept (finals) before anyone's partials."""
         self.block = False
         """overflow "block": wait for queue room instead of dropping, acknowledge decoded audio."""
+        self._decoding = False
+        """The consumer is decoding this stream's audio (the idle timeout waits for it)."""
         self.started = time.perf_counter()
 
     async def serve(self) -> None:
@@ -77,7 +85,12 @@ class Connection:
             config = await self._read_config()
             engine = await self.hub.get(config)
             self.model = engine.name
-            self.session = StreamingSession(engine, SessionOptions(partials=config.partials))
+            options = SessionOptions(partials=config.partials, inline_partials=False)
+            if config.end_of_turn is not None:
+                options = replace(options, turn=replace(options.turn, mode=config.end_of_turn))
+            # In a thread: the first session may load the end-of-turn model.
+            self.session = await asyncio.to_thread(StreamingSession, engine, options)
+            self.runner = SessionRunner(self.hub.pool, self.session, self._emit, key=self.id)
             self.block = config.overflow == "block"
             await self._send({"type": READY, "session": self.id, "model": engine.name, "sample_rate": SAMPLE_RATE,
                               "input_sample_rate": config.sample_rate, "encoding": config.encoding,
@@ -114,14 +127,22 @@ class Connection:
             await self._fail(ProtocolError("internal_error", f"{type(exc).__name__}: {exc}"), consumer)
         finally:
             self._stop(consumer)
+            if self.runner is not None:
+                self.runner.close()
 
     # -- receiving ------------------------------------------------------------------------------
 
     async def _next_message(self) -> dict:
-        try:
-            message = await asyncio.wait_for(self.ws.receive(), timeout=self.options.idle_timeout)
-        except asyncio.TimeoutError:
-            raise ProtocolError("idle_timeout", f"nothing received for {self.options.idle_timeout:g} s") from None
+        while True:
+            try:
+                message = await asyncio.wait_for(self.ws.receive(), timeout=self.options.idle_timeout)
+                break
+            except asyncio.TimeoutError:
+                # Idle = the client is silent and none of its audio is left to decode: a block-mode client
+                # waiting for `ack`s while the server works through its backlog is not idle.
+                if not (self.pending or self._decoding):
+                    raise ProtocolError("idle_timeout", f"nothing received for {self.options.idle_timeout:g} s "
+                                                        "with nothing left to decode") from None
         if message["type"] == "websocket.disconnect":
             raise _Disconnected()
         return message
@@ -193,6 +214,7 @@ class Connection:
                 self.received += piece.size
                 self.metrics.audio_seconds += piece.size / SAMPLE_RATE
                 self.queue.put_nowait((piece, time.perf_counter()))
+                self.runner.audio_waiting()
 
     # -- decoding -------------------------------------------------------------------------------
 
@@ -204,11 +226,14 @@ class Connection:
                 batch.append(self.queue.get_nowait())
             frames = [item for item in batch if isinstance(item, tuple)]
             if frames:
-                await self._accept(frames)
+                self._decoding = True
+                try:
+                    await self._accept(frames)
+                finally:
+                    self._decoding = False
             await self._report_drops()
             if batch[-1] is _END:
-                events = await self.hub.run(self.session.finish)
-                await self._emit(events, 0.0)
+                await self.runner.finish(0.0)
                 return
 
     async def _accept(self, frames: list[tuple[np.ndarray, float]]) -> None:
@@ -226,8 +251,7 @@ class Connection:
         if waited * 1000 > self.options.late_ms:
             self.late += samples.size
             self.metrics.late_seconds += samples.size / SAMPLE_RATE
-        events = await self.hub.run(self.session.accept, samples)
-        await self._emit(events, waited)
+        await self.runner.accept(samples, waited)
         if self.block:
             await self._send({"type": ACK, "audio_seconds": round(self.processed / SAMPLE_RATE, 3)})
 

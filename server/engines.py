@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
 from edgeasr.engine import Engine
@@ -20,6 +19,7 @@ from edgeasr.protocol import ProtocolError, StreamConfig
 from edgeasr.quant.recipe import Recipe
 from edgeasr.resolver import NotCachedError, ResolveOptions, Target, cached_bundles, parse_target, resolve
 from .options import ServerOptions
+from .scheduler import DecodeScheduler
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,7 +46,8 @@ class EngineHub:
         self.engines: dict[str, Engine] = {}
         self.default: str | None = None
         self._loading: dict[str, asyncio.Future] = {}
-        self.pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="decode")
+        self.pool = DecodeScheduler(options.workers)
+        """Finals and end-of-turn decisions first, partials last (see server/scheduler.py)."""
 
     def resolve_options(self, quantize: bool) -> ResolveOptions:
         return ResolveOptions(engine=self.options.engine, threads=self.options.resolved_threads(), quantize=quantize)
@@ -120,8 +121,8 @@ class EngineHub:
                                              f"what is (loaded: {self.served_names()})")
 
     async def run(self, fn: Callable[..., T], *args) -> T:
-        """Run a blocking decode on the shared pool, keeping the event loop free."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        """Run a blocking decode on the shared pool (final priority), keeping the event loop free."""
+        return await self.pool.run(fn, *args)
 
     # -- introspection --------------------------------------------------------------------------
 
@@ -146,4 +147,4 @@ class EngineHub:
         }
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()

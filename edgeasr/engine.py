@@ -12,6 +12,9 @@ import numpy as np
 from edgeasr.audio import SAMPLE_RATE, energy_spread_db, prepare_audio, split_on_silence, voiced_seconds
 from edgeasr.decoding import DecodeResult, compression_ratio
 from edgeasr.metrics.layers import LayerInfo, ModelDims
+from edgeasr.quant.checkpoint_files import META as CHECKPOINT_META
+from edgeasr.runtime.bundle import ARCHIVE_SUFFIX
+from edgeasr.runtime.bundle import META as BUNDLE_META
 from edgeasr.transcript import Segment, Transcript
 
 log = logging.getLogger(__name__)
@@ -66,11 +69,11 @@ class Engine:
     def load(cls, name_or_path: str | Path, guard: GuardOptions | None = None) -> "Engine":
         """Load a zoo name, a local `transformers` directory, a Hub id, a quantized checkpoint or a bundle."""
         path = Path(name_or_path).expanduser()
-        if (path / "bundle.json").exists() or path.name.endswith(".edgeasr.tar"):
+        if (path / BUNDLE_META).exists() or path.name.endswith(ARCHIVE_SUFFIX):
             from edgeasr.runtime import OnnxBackend
 
             return cls(OnnxBackend.load(path), path.name, guard)
-        if path.suffix == ".safetensors" or (path / "quant.json").exists():
+        if path.suffix == ".safetensors" or (path / CHECKPOINT_META).exists():
             from edgeasr.quant.checkpoint import load_checkpoint
             from edgeasr.backends.hf import HFBackend
 

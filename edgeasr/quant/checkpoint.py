@@ -18,14 +18,11 @@ from torch import nn
 
 from edgeasr.atomic import atomic_dir, sha256_file
 from edgeasr.errors import CheckpointError
+from edgeasr.quant.checkpoint_files import FORMAT, META, WEIGHTS
 from edgeasr.quant.job import replace_module
 from edgeasr.quant.layers import QuantLinear
 from edgeasr.quant.recipe import Recipe
 from edgeasr.quant.spec import QuantSpec
-
-FORMAT = "edgeasr-quant-1"
-WEIGHTS = "model.safetensors"
-META = "quant.json"
 
 
 def _layer_layout(layer: QuantLinear) -> dict:

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeasr.audio import SAMPLE_RATE
+from edgeasr.engine import Engine
 from edgeasr.heap import release_free_heap
 from edgeasr.stream.events import Event, LineChanged, LineCompleted, LineStarted
 from edgeasr.stream.turn import TurnOptions, load_turn_model
@@ -145,7 +146,7 @@ class _Line:
 class StreamingSession:
     """Turns a stream of audio chunks into line events with one Engine (see the module docstring)."""
 
-    def __init__(self, engine, options: SessionOptions | None = None) -> None:
+    def __init__(self, engine: Engine, options: SessionOptions | None = None) -> None:
         self.engine = engine
         self.options = options or SessionOptions()
         self.vad = VADSegmenter(self.options.vad)

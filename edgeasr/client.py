@@ -60,6 +60,8 @@ class ClientOptions:
     """Ask the server to queue at most this much audio (lower: less lag, more dropped audio when it is busy)."""
     overflow: str = "drop"
     """When the server's queue is full: "drop" audio (live sources) or "block" (faster-than-real-time replays)."""
+    end_of_turn: str | None = None
+    """"smart" or "vad" end-of-turn detection (None: the server's default)."""
     encoding: str = "pcm16"
     """Wire encoding of audio frames: pcm16 (half the bytes) or float32."""
     chunk_ms: int = 100
@@ -78,7 +80,7 @@ class ClientOptions:
 
     def config(self, sample_rate: int) -> StreamConfig:
         return StreamConfig(sample_rate, self.encoding, self.model, self.recipe, self.checkpoint, self.partials,
-                            self.max_queue_seconds, self.overflow)
+                            self.max_queue_seconds, self.overflow, self.end_of_turn)
 
 
 def _chunks_of(source: Source, sample_rate: int | None, chunk_ms: int) -> tuple[int, Iterable[np.ndarray], bool]:

@@ -30,6 +30,7 @@ log = logging.getLogger("edgeasr.listen")
 def build_parser() -> argparse.ArgumentParser:
     from edgeasr.resolver import ENGINES, ResolveOptions
     from edgeasr.stream.session import SessionOptions
+    from edgeasr.stream.turn import END_OF_TURN_MODES, TurnOptions
     from edgeasr.stream.vad import VADOptions
 
     p = argparse.ArgumentParser(prog="edgeasr-listen", description=__doc__.splitlines()[0])
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partial-interval", type=float, default=SessionOptions.partial_interval,
                    help=f"seconds of audio between partial updates (default {SessionOptions.partial_interval})")
     p.add_argument("--no-partials", action="store_true", help="print final lines only")
+    p.add_argument("--end-of-turn", choices=END_OF_TURN_MODES,
+                   help=f"smart: Smart Turn ends a line at a {TurnOptions.pause_ms} ms pause when the sentence sounds "
+                        f"finished; vad: only the {VADOptions.hangover_ms} ms VAD hangover (default {TurnOptions.mode}; "
+                        "with --server, the server's default)")
     p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     p.add_argument("--server", metavar="URL", help="stream to an edgeasr-server (ws://host:port/v1/stream)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -140,12 +145,14 @@ class StopOnInterrupt:
 def _listen_local(args: argparse.Namespace, chunks: Iterable, printer: Printer) -> None:
     from edgeasr.resolver import ResolveOptions, resolve
     from edgeasr.stream.session import SessionOptions, StreamingSession
+    from edgeasr.stream.turn import TurnOptions
     from edgeasr.stream.vad import VADOptions
 
     engine = resolve(_target(args), ResolveOptions(engine=args.engine))
     log.info("running %s on the %s engine", engine.name, engine.kind)
     options = SessionOptions(vad=VADOptions(aggressiveness=args.vad_aggressiveness),
-                             partial_interval=args.partial_interval, partials=not args.no_partials)
+                             partial_interval=args.partial_interval, partials=not args.no_partials,
+                             turn=TurnOptions(mode=args.end_of_turn or TurnOptions.mode))
     session = StreamingSession(engine, options)
     for chunk in chunks:
         for event in session.accept(chunk):
@@ -176,7 +183,7 @@ def _listen_server(args: argparse.Namespace, chunks: Iterable, printer: Printer)
     # When the chunks run out (end of file, or Ctrl-C) the client sends `end` and reads on until the
     # server's summary, so the open line's final still arrives.
     events = stream(args.server, chunks, 16000, partials=not args.no_partials, realtime=False,
-                    overflow=overflow, **_server_target(args))
+                    overflow=overflow, end_of_turn=args.end_of_turn, **_server_target(args))
     # `stream` raises (exit 2) when the connection ends before the server's summary: never a quiet early end.
     for event in events:
         if event.get("type", "").startswith("Line"):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
 import threading
 import time
 
@@ -19,7 +21,7 @@ websockets = pytest.importorskip("websockets")
 from websockets.asyncio.client import connect  # noqa: E402
 
 from edgeasr.audio import SAMPLE_RATE, prepare_audio, write_wav  # noqa: E402
-from edgeasr.client import ClientOptions, ServerError, stream_async  # noqa: E402
+from edgeasr.client import ClientOptions, IncompleteStreamError, ServerError, stream_async  # noqa: E402
 from edgeasr.metrics.wer import normalize, utterance_wer  # noqa: E402
 from edgeasr.registry import fetch_package, find_file  # noqa: E402
 from edgeasr.stream import SessionOptions, StreamingSession  # noqa: E402
@@ -27,11 +29,13 @@ from edgeasr.zoo.catalog import MOONSHINE_VOICE  # noqa: E402
 from edgeasr.server.app import STREAM_PATH, create_app  # noqa: E402
 from edgeasr.server.options import ServerOptions  # noqa: E402
 from edgeasr.protocol import CLOSE_CODES  # noqa: E402
-from listen_support import interrupt_after_first_partial, long_speech  # noqa: E402
+from bad_audio import BAD_FILES  # noqa: E402
+from listen_support import interrupt_after_first_partial, listen_command, long_speech  # noqa: E402
 
 TOKEN = "test-token"
 BECKETT = "ever tried ever failed no matter try again fail again fail better"
 MAX_CLIENTS = 4
+MAX_FRAME = 256 * 1024
 IDLE = 2.0
 
 
@@ -54,7 +58,7 @@ def served():
     import uvicorn
 
     options = ServerOptions(host="127.0.0.1", port=0, token=TOKEN, models=("moonshine-tiny",), lazy_zoo=False,
-                            max_clients=MAX_CLIENTS, idle_timeout=IDLE, max_frame_bytes=64 * 1024,
+                            max_clients=MAX_CLIENTS, idle_timeout=IDLE, max_frame_bytes=MAX_FRAME,
                             max_queue_seconds=30.0, workers=2, log_level="warning")
     app = create_app(options)
     sock = socket.socket()
@@ -114,9 +118,12 @@ async def _expect_error(url: str, code: str, first, then=(), token: str | None =
                 error = event
                 break
         assert error is not None and error["code"] == code, error
+        after = []
         with pytest.raises(websockets.exceptions.ConnectionClosed):
             for _ in range(5):
-                await asyncio.wait_for(ws.recv(), 15)
+                after.append(json.loads(await asyncio.wait_for(ws.recv(), 15)))
+        # Every close the server initiates comes with a summary, rejections included.
+        assert [e["type"] for e in after] == ["summary"] and after[0]["reason"] == code
         assert ws.close_code == CLOSE_CODES[code]
         return error
 
@@ -169,7 +176,7 @@ def test_bad_inputs_are_rejected_while_a_healthy_client_streams(served, beckett)
             await _expect_error(served.url, "unknown_model",
                                 json.dumps({"sample_rate": 16000, "checkpoint": "../../etc"})),
             await _expect_error(served.url, "bad_frame", CONFIG, [pcm[:3]]),
-            await _expect_error(served.url, "frame_too_large", CONFIG, [b"\0" * (64 * 1024 + 2)]),
+            await _expect_error(served.url, "frame_too_large", CONFIG, [b"\0" * (MAX_FRAME + 2)]),
             await _expect_error(served.url, "unexpected_text", CONFIG, [pcm[:3200], "hello"]),
             await _expect_error(served.url, "unauthorized", CONFIG, token="wrong"),
             await _expect_error(served.url, "unauthorized", CONFIG, token=None),
@@ -232,6 +239,148 @@ def test_block_overflow_loses_nothing(served, beckett):
     events = asyncio.run(_collect(served.url, beckett, partials=False, realtime=False, max_queue_seconds=0.5,
                                   overflow="block"))
     assert events[-1]["dropped_seconds"] == 0 and _close_to_beckett(events)
+
+
+def _no_drops(events: list[dict], audio: np.ndarray) -> bool:
+    summary = events[-1]
+    return (summary["type"] == "summary" and summary["dropped_seconds"] == 0
+            and not any(e["type"] == "dropped" for e in events)
+            and summary["audio_seconds"] == pytest.approx(audio.size / SAMPLE_RATE, abs=0.01))
+
+
+def test_block_mode_splits_big_frames_and_loses_nothing(served, beckett):
+    """5 s frames and 256 KiB frames (both over the 0.5 s queue bound) used to be dropped whole in block mode."""
+    block = dict(partials=False, realtime=False, max_queue_seconds=0.5, overflow="block")
+    reference = asyncio.run(_collect(served.url, beckett, **block))  # 100 ms frames
+    assert _no_drops(reference, beckett) and _close_to_beckett(reference)
+    for chunk_ms in (5000, 1000 * (MAX_FRAME // 2) // SAMPLE_RATE):  # 160,000 bytes; exactly MAX_FRAME bytes
+        events = asyncio.run(_collect(served.url, beckett, chunk_ms=chunk_ms, **block))
+        assert _no_drops(events, beckett), (chunk_ms, events[-1])
+        assert utterance_wer(" ".join(_finals(reference)), " ".join(_finals(events))).wer <= 0.1, chunk_ms
+
+
+def test_drop_mode_reports_every_drop(served, beckett):
+    """1 s frames into a 0.5 s queue: what fits is decoded, the rest dropped, and every drop is an event."""
+    events = asyncio.run(_collect(served.url, beckett, partials=False, realtime=False, chunk_ms=1000,
+                                  max_queue_seconds=0.5))
+    summary = events[-1]
+    reported = sum(e["seconds"] for e in events if e["type"] == "dropped")
+    assert summary["dropped_seconds"] > 0 and reported == pytest.approx(summary["dropped_seconds"], abs=0.01)
+    assert summary["audio_seconds"] > 0 and summary["audio_seconds"] + summary["dropped_seconds"] == \
+        pytest.approx(beckett.size / SAMPLE_RATE, abs=0.01)
+
+
+def test_idle_timeout_completes_the_open_line(served, beckett):
+    """Speech sent without `end`, then silence from the client: the line still open is decoded before 4408."""
+    speech = beckett[:-SAMPLE_RATE]  # beckett's last word ends at the clip's end: the line is open when it stops
+
+    async def main() -> tuple[list[dict], int]:
+        async with connect(served.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, open_timeout=10) as ws:
+            await ws.send(CONFIG)
+            for chunk in np.array_split(speech, 100):
+                await ws.send((chunk * 32767).astype("<i2").tobytes())
+            events = []
+            with pytest.raises(websockets.exceptions.ConnectionClosed):
+                for _ in range(100):
+                    events.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
+            return events, ws.close_code
+
+    events, close_code = asyncio.run(main())
+    assert close_code == CLOSE_CODES["idle_timeout"] and [e["type"] for e in events[-2:]] == ["error", "summary"]
+    assert events[-2]["code"] == "idle_timeout" and events[-1]["lines"] == len(_finals(events))
+    assert _close_to_beckett(events), _finals(events)
+
+
+def test_strict_config_and_bounded_json(served):
+    recipe = {"model": "moonshine-tiny", "method": "rtn", "w_bits": "8"}
+    asyncio.run(_expect_error(served.url, "invalid_config", json.dumps({"sample_rate": 16000, "partials": "false"})))
+    asyncio.run(_expect_error(served.url, "invalid_config", json.dumps({"sample_rate": 16000, "recipe": recipe})))
+    asyncio.run(_expect_error(served.url, "invalid_config", "[" * 200_000))  # was 1011 (RecursionError)
+    asyncio.run(_expect_error(served.url, "unexpected_text", CONFIG, ['{"type": ' * 40]))
+
+
+def _no_constant(name: str):
+    raise AssertionError(f"{name} is not JSON")
+
+
+def test_http_no_speech_is_an_empty_200(served, tmp_path):
+    """Silence, faint noise and a 0.1 s clip used to answer 500 (rtfx = Infinity cannot be JSON)."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    rng = np.random.default_rng(0)
+    cases = {"silence": np.zeros(60 * SAMPLE_RATE, np.float32),
+             "noise": (rng.standard_normal(20 * SAMPLE_RATE) * 10 ** (-50 / 20)).astype(np.float32),
+             "short": (rng.standard_normal(SAMPLE_RATE // 10) * 0.01).astype(np.float32)}
+    for name, audio in cases.items():
+        path = tmp_path / f"{name}.wav"
+        write_wav(path, audio)
+        response = httpx.post(served.http + "/transcribe", content=path.read_bytes(), headers=auth, timeout=120)
+        assert response.status_code == 200, (name, response.text)
+        data = json.loads(response.text, parse_constant=_no_constant)
+        assert data["text"] == "" and data["rtfx"] is None, name
+
+
+def test_http_bad_files_are_a_clear_400(served):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for kind, (data, reason) in BAD_FILES.items():
+        if not data:
+            continue  # an empty body is refused before decoding ("empty upload")
+        response = httpx.post(served.http + "/transcribe", content=data, headers=auth, timeout=30)
+        message = response.json()["message"]
+        assert response.status_code == 400 and message.startswith("upload: ") and reason in message, (kind, message)
+        assert "/" not in message and "Traceback" not in message
+
+
+def test_client_errors_when_the_stream_breaks(beckett):
+    """A connection that closes before the summary is an error (client and edgeasr-listen), never a quiet end."""
+    from websockets.asyncio.server import serve
+
+    async def breaks(ws) -> None:  # a server that accepts the config, then drops the stream mid-way
+        await ws.recv()
+        await ws.send(json.dumps({"type": "ready"}))
+        await ws.recv()
+        await ws.close(1011, "keepalive ping timeout")
+
+    async def main() -> None:
+        async with serve(breaks, "127.0.0.1", 0) as server:
+            url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}{STREAM_PATH}"
+            with pytest.raises(IncompleteStreamError, match="1011"):
+                async for _ in stream_async(url, beckett, SAMPLE_RATE, _options(realtime=False)):
+                    pass
+            listen = await asyncio.create_subprocess_exec(
+                *listen_command(), "--server", url, "--file", long_speech(), "--fast", "--json",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            _, stderr = await asyncio.wait_for(listen.communicate(), 120)
+            lines = stderr.decode().strip().splitlines()
+            assert listen.returncode == 2 and len(lines) == 1 and "summary" in lines[0], lines
+
+    asyncio.run(main())
+
+
+def test_three_fast_listen_clients_of_a_long_file_finish(served, tmp_path):
+    """Three `edgeasr-listen --server … --fast` at once used to stop after 66-82 s of a 161 s file with exit 0:
+    block mode stopped reading, keepalive pings waited behind minutes of buffered audio, and the client took
+    the 1011 close for a normal end. Now the client keeps at most a few acknowledged seconds in flight."""
+    from edgeasr.data.moonshine import REFERENCES
+
+    speech = prepare_audio(long_speech())
+    path = tmp_path / "long.wav"
+    write_wav(path, np.concatenate([speech, np.zeros(SAMPLE_RATE, np.float32)] * 3))  # 135 s
+    command = listen_command() + ["--server", served.url, "--file", str(path), "--fast", "--json", "--no-partials"]
+    env = {**os.environ, "EDGEASR_SERVER_TOKEN": TOKEN}
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(3)]
+    try:
+        outputs = [proc.communicate(timeout=900) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    reference = " ".join([REFERENCES["two_cities"]] * 3)
+    for proc, (out, err) in zip(procs, outputs):
+        finals = [e for e in map(json.loads, out.splitlines()) if e["type"] == "LineCompleted"]
+        assert proc.returncode == 0 and finals, err
+        assert utterance_wer(reference, " ".join(e["text"] for e in finals)).wer <= 0.15
+        third = 2 * (speech.size + SAMPLE_RATE) / SAMPLE_RATE  # where the third reading starts
+        assert finals[-1]["end"] > third + 0.9 * speech.size / SAMPLE_RATE  # its last sentence was decoded
 
 
 def test_client_raises_on_rejection(served, beckett):

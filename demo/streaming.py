@@ -7,7 +7,7 @@ streaming resampler keeps chunk edges seamless, which per-chunk resampling would
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import soxr
@@ -93,6 +93,13 @@ class Transcriber:
         self.recipe_since = len(self.finals)
         self.notes.append(f"switched to {key.label}")
         self.order.append(("note", len(self.notes) - 1))
+
+    def set_end_of_turn(self, mode: str) -> None:
+        """Smart Turn ("smart") or the VAD hangover ("vad") from the next line on; the open line is completed."""
+        options = self.session.options
+        if mode != options.turn.mode:
+            self.finish()
+            self.session = StreamingSession(self.session.engine, replace(options, turn=replace(options.turn, mode=mode)))
 
     def _apply(self, events: list) -> None:
         for event in events:

@@ -17,6 +17,8 @@ import gradio as gr
 import numpy as np
 
 from edgeasr.audio import SAMPLE_RATE
+from edgeasr.stream.turn import END_OF_TURN_MODES, TurnOptions
+from edgeasr.stream.vad import VADOptions
 
 from ..engines import BIT_CHOICES, FP, EngineKey, bits_picker_props, method_choices, model_choices
 from ..facts import facts, is_loaded, load
@@ -157,6 +159,15 @@ def pick_clip(sample_id: str) -> object:
     return gr.update() if clip is None else str(clip.audio)
 
 
+def set_end_of_turn(mode: str, state: Transcriber | None, model: str, method: str, bits: int) -> Outputs:
+    """Toggled how a line ends: Smart Turn at a short pause, or the VAD hangover."""
+    key = EngineKey.of(model, method, bits)
+    with user_errors("Switching the end of turn"):
+        state = ensure_transcriber(state, key)
+        state.set_end_of_turn(mode)
+    return _outputs(state, key)
+
+
 def clear(model: str, method: str, bits: int) -> Outputs:
     """Forget this session's transcript (the engine stays cached)."""
     return _outputs(None, EngineKey.of(model, method, bits))
@@ -170,6 +181,9 @@ def build(default_model: str, results_dir: Path) -> None:
         model = gr.Dropdown(model_choices(default_model), value=default_model, label="Model")
         method = gr.Dropdown(method_choices(), value=FP, label="Method (fp = unquantized, FP16)", elem_id="live-method")
         bits = gr.Radio(list(BIT_CHOICES), value=4, elem_id="live-bits", **bits_picker_props(FP))
+    end_of_turn = gr.Radio(list(END_OF_TURN_MODES), value=TurnOptions.mode, elem_id="live-end-of-turn",
+                           label=f"End of turn: smart = Smart Turn at a {TurnOptions.pause_ms} ms pause, "
+                                 f"vad = the {VADOptions.hangover_ms} ms hangover")
     status = gr.Markdown(engine_status(default_key), elem_id="live-status")
     state = gr.State(None)
     clips = sample_clips()
@@ -199,4 +213,6 @@ def build(default_model: str, results_dir: Path) -> None:
     mic.stop_recording(live_stop, [state, *pickers], outputs)
     sample.select(pick_clip, sample, clip)
     play.click(stream_clip, [clip, state, *pickers], outputs, concurrency_limit=None, show_progress="hidden")
-    reset.click(clear, pickers, outputs)
+    turn_inputs = [end_of_turn, state, *pickers]
+    end_of_turn.change(set_end_of_turn, turn_inputs, outputs)
+    reset.click(clear, pickers, outputs).then(set_end_of_turn, turn_inputs, outputs)

@@ -13,7 +13,7 @@ from edgeasr.quant.arch import ArchGraph, BlockGraph, graph_for
 from edgeasr.quant.calibrate import BlockContext, CalibrationClip, hook_linear_inputs, load_calibration_clips, walk_blocks
 from edgeasr.quant.layers import QuantLinear
 from edgeasr.quant.recipe import Recipe
-from edgeasr.quant.spec import QuantSpec, quantize_weight, weight_qparams
+from edgeasr.quant.spec import QuantSpec, grid_from_range, quantize_weight, weight_qparams
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +117,6 @@ def calibrate_static_activations(ctx: BlockContext) -> None:
     for path, layer in layers.items():
         spec = saved[path][0]
         layer.a_spec = spec
-        if spec.symmetric:
-            scale = torch.maximum(-lo[path], hi[path]) / ((1 << (spec.bits - 1)) - 1)
-            zero = torch.tensor(float(1 << (spec.bits - 1)))
-        else:
-            scale = (hi[path] - lo[path]) / spec.qmax
-            zero = torch.round(-lo[path] / scale.clamp(min=1e-8))
-        layer.act_scale = scale.clamp(min=1e-8).reshape(1)
+        scale, zero = grid_from_range(lo[path], hi[path], spec)
+        layer.act_scale = scale.reshape(1)
         layer.act_zero = zero.reshape(1)

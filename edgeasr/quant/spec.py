@@ -7,6 +7,7 @@ exported bundle carries a method's codes unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -71,7 +72,7 @@ class QuantSpec:
         return replace(self, bits=bits)
 
 
-def _grouped(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+def to_groups(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     """View [out, in] as [out, groups, g]; a short last group is zero-padded (zeros never move min/max,
     which always include 0)."""
     out_f, in_f = w.shape
@@ -82,40 +83,64 @@ def _grouped(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     return w.reshape(out_f, -1, g)
 
 
-def _ungrouped(grouped: torch.Tensor, in_features: int) -> torch.Tensor:
+def from_groups(grouped: torch.Tensor, in_features: int) -> torch.Tensor:
+    """Undo `to_groups`: [out, groups, g] back to [out, in], the padding dropped."""
     return grouped.reshape(grouped.shape[0], -1)[:, :in_features]
+
+
+def group_mask(in_features: int, spec: QuantSpec) -> torch.Tensor:
+    """[groups, g]: 1 on real columns, 0 on the zero padding `to_groups` adds to a short last group."""
+    g = spec.group_width(in_features)
+    mask = torch.ones(in_features + (-in_features % g))
+    mask[in_features:] = 0
+    return mask.reshape(-1, g)
+
+
+def grid_from_range(lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec,
+                    rounding: Callable[[torch.Tensor], torch.Tensor] = torch.round) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point of the grid covering [lo, hi] (lo ≤ 0 ≤ hi, any shape): the one place the grid
+    formula is written, for weights (per group), activations (per token or calibrated) and every method.
+
+    Asymmetric: (hi - lo) over 2^bits - 1 steps, zero = round(-lo / scale). Symmetric: max(-lo, hi) over
+    2^(bits-1) - 1 steps, zero fixed at mid-range. `rounding` lets a trained method pass a straight-through
+    round so the zero point stays differentiable.
+    """
+    if spec.symmetric:
+        half = 1 << (spec.bits - 1)
+        scale = (torch.maximum(-lo, hi) / max(half - 1, 1)).clamp(min=1e-8)
+        return scale, torch.full_like(scale, float(half))
+    scale = ((hi - lo) / spec.qmax).clamp(min=1e-8)
+    return scale, rounding(-lo / scale).clamp(0, spec.qmax)
 
 
 def weight_qparams(w: torch.Tensor, spec: QuantSpec, clip: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale and zero point per (row, group) from the min/max of each group, shrunk by `clip` (≤ 1)."""
-    grouped = _grouped(w.float(), spec)
-    if spec.symmetric:
-        absmax = grouped.abs().amax(dim=-1) * clip
-        if spec.granularity == "tensor":
-            absmax = absmax.amax().expand_as(absmax)
-        half = 1 << (spec.bits - 1)
-        scale = (absmax / (half - 1 if spec.bits > 1 else 1)).clamp(min=1e-8)
-        zero = torch.full_like(scale, float(half))
-        return scale, zero
+    grouped = to_groups(w.float(), spec)
     lo = grouped.amin(dim=-1).clamp(max=0) * clip
     hi = grouped.amax(dim=-1).clamp(min=0) * clip
     if spec.granularity == "tensor":
         lo, hi = lo.amin().expand_as(lo), hi.amax().expand_as(hi)
-    scale = ((hi - lo) / spec.qmax).clamp(min=1e-8)
-    zero = torch.round(-lo / scale).clamp(0, spec.qmax)
-    return scale, zero
+    return grid_from_range(lo, hi, spec)
+
+
+def quantize_groups(grouped: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Integer codes (as floats) of grouped weights [out, groups, g] on per-group scale/zero [out, groups]."""
+    return torch.round(grouped / scale[..., None] + zero[..., None]).clamp(0, spec.qmax)
+
+
+def dequantize_groups(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """Grouped codes [out, groups, g] back to values with per-group scale/zero [out, groups]."""
+    return (codes - zero[..., None]) * scale[..., None]
 
 
 def quantize_weight(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     """Integer codes (uint8) of `w` [out, in] on the grid given by per-group scale/zero [out, n_groups]."""
-    grouped = _grouped(w.float(), spec)
-    codes = torch.round(grouped / scale[..., None] + zero[..., None]).clamp(0, spec.qmax)
-    return _ungrouped(codes, w.shape[1]).to(torch.uint8)
+    codes = quantize_groups(to_groups(w.float(), spec), scale, zero, spec)
+    return from_groups(codes, w.shape[1]).to(torch.uint8)
 
 
 def dequantize_weight(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
-    grouped = _grouped(codes.float(), spec)
-    return _ungrouped((grouped - zero[..., None]) * scale[..., None], codes.shape[1])
+    return from_groups(dequantize_groups(to_groups(codes.float(), spec), scale, zero), codes.shape[1])
 
 
 def fake_quant_weight(w: torch.Tensor, spec: QuantSpec, clip: torch.Tensor | float = 1.0) -> torch.Tensor:
@@ -130,14 +155,11 @@ def fake_quant_activation(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor 
     if not spec.enabled:
         return x
     if spec.dynamic or scale is None:
-        if spec.symmetric:
+        scale, zero = grid_from_range(x.amin(dim=-1, keepdim=True).clamp(max=0),
+                                      x.amax(dim=-1, keepdim=True).clamp(min=0), spec)
+        if spec.symmetric:  # signed codes on the same grid: no rounding of a mid-range offset per element
             half = 1 << (spec.bits - 1)
-            scale = (x.abs().amax(dim=-1, keepdim=True) / (half - 1)).clamp(min=1e-8)
             return (torch.round(x / scale).clamp(-half, half - 1) * scale).to(x.dtype)
-        lo = x.amin(dim=-1, keepdim=True).clamp(max=0)
-        hi = x.amax(dim=-1, keepdim=True).clamp(min=0)
-        scale = ((hi - lo) / spec.qmax).clamp(min=1e-8)
-        zero = torch.round(-lo / scale)
     q = torch.round(x / scale + zero).clamp(0, spec.qmax)
     return ((q - zero) * scale).to(x.dtype)
 

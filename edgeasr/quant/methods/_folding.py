@@ -33,7 +33,7 @@ from edgeasr.errors import QuantizationError
 from edgeasr.quant.arch import BlockGraph
 from edgeasr.quant.calibrate import BlockContext, hook_linear_inputs
 from edgeasr.quant.job import replace_module, to_quant_linear
-from edgeasr.quant.spec import QuantSpec, fake_quant_activation, fake_quant_weight
+from edgeasr.quant.spec import QuantSpec, fake_quant_activation, fake_quant_weight, grid_from_range
 
 
 # ---- where a scale can go -----------------------------------------------------------------------------
@@ -276,13 +276,7 @@ def fake_quant_activation_for_search(x: torch.Tensor, spec: QuantSpec) -> torch.
     from the min/max of the rows at hand (what static calibration will fix)."""
     if not spec.enabled or spec.dynamic:
         return fake_quant_activation(x, spec)
-    lo, hi = x.min().clamp(max=0), x.max().clamp(min=0)
-    if spec.symmetric:
-        scale = (torch.maximum(-lo, hi) / ((1 << (spec.bits - 1)) - 1)).clamp(min=1e-8)
-        zero = torch.tensor(float(1 << (spec.bits - 1)))
-    else:
-        scale = ((hi - lo) / spec.qmax).clamp(min=1e-8)
-        zero = torch.round(-lo / scale)
+    scale, zero = grid_from_range(x.min().clamp(max=0), x.max().clamp(min=0), spec)
     return fake_quant_activation(x, spec, scale, zero)
 
 

@@ -23,7 +23,8 @@ import torch
 from edgeasr.errors import QuantizationError
 from edgeasr.quant.job import QuantJob, replace_module, to_quant_linear
 from edgeasr.quant.methods import register
-from edgeasr.quant.spec import QuantSpec, _grouped, weight_qparams
+from edgeasr.quant.spec import (QuantSpec, dequantize_groups, group_mask, quantize_groups, to_groups,
+                                weight_qparams)
 
 
 @dataclass(frozen=True)
@@ -62,21 +63,12 @@ def hqq_qparams(w: torch.Tensor, spec: QuantSpec, options: HQQOptions = HQQOptio
     if options.lp_norm <= 0:
         raise QuantizationError(f"hqq lp_norm must be > 0 (0.7 in the paper), got {options.lp_norm}")
     w = w.float()
-    wg = _grouped(w, spec)                                   # [out, groups, g], zero-padded short last group
-    g = spec.group_width(w.shape[1])
-    valid = torch.ones(w.shape[1] + (-w.shape[1] % g))
-    valid[w.shape[1]:] = 0
-    valid = valid.reshape(-1, g)                             # [groups, g]: 0 on padding columns
+    wg = to_groups(w, spec)                                  # [out, groups, g], zero-padded short last group
+    valid = group_mask(w.shape[1], spec)                     # [groups, g]: 0 on padding columns
     scale, zero = weight_qparams(w, spec)
     scale, zero = scale.clone(), zero.clone()
     fixed_zero = spec.symmetric
     qmax = spec.qmax
-
-    def codes_of(s, z):
-        return torch.round(wg / s[..., None] + z[..., None]).clamp(0, qmax)
-
-    def dequant(q, s, z):
-        return (q - z[..., None]) * s[..., None] * valid
 
     best_cost = torch.full_like(scale, float("inf"))
     best_scale, best_zero = scale.clone(), zero.clone()
@@ -84,8 +76,8 @@ def hqq_qparams(w: torch.Tensor, spec: QuantSpec, options: HQQOptions = HQQOptio
     prev_err = float("inf")
     n = valid.sum(-1)                                        # [groups]: real columns per group
     for step in range(options.iterations + 1):
-        q = codes_of(scale, zero)
-        err = wg - dequant(q, scale, zero)
+        q = quantize_groups(wg, scale, zero, spec)
+        err = wg - dequantize_groups(q, scale, zero) * valid
         magnitude = err.abs() + 1e-8
         weight = magnitude.pow(options.lp_norm - 1)          # |e|^(p-1): shared by the lp cost and the shrinkage
         cost = (magnitude * weight).sum(-1)                  # Σ|e|^p: score the current grid, keep each group's best

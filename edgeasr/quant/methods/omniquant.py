@@ -33,7 +33,7 @@ from edgeasr.quant.calibrate import BlockContext, BlockInput, block_outputs
 from edgeasr.quant.job import QuantJob, replace_module, to_quant_linear
 from edgeasr.quant.methods import register
 from edgeasr.quant.methods._folding import FoldedLinear, ScaleSite, apply_scale, apply_shift, collect_input_stats
-from edgeasr.quant.spec import QuantSpec, _grouped, _ungrouped, fake_quant_activation
+from edgeasr.quant.spec import QuantSpec, fake_quant_activation, from_groups, grid_from_range, to_groups
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +61,19 @@ def _round_ste(x: torch.Tensor) -> torch.Tensor:
 
 
 def _lwc_grid(w: torch.Tensor, up: torch.Tensor, low: torch.Tensor, spec: QuantSpec):
-    """Scale and (STE-rounded) zero point of the clipped grid, per (row, group); differentiable."""
-    wg = _grouped(w, spec)
-    if spec.symmetric:
-        half = 1 << (spec.bits - 1)
-        scale = (wg.abs().amax(-1) * torch.sigmoid(up) / (half - 1)).clamp(min=1e-8)
-        return wg, scale, torch.full_like(scale, float(half))
+    """Scale and (STE-rounded) zero point of the clipped grid, per (row, group); differentiable.
+    A symmetric grid has one range, clipped by `up` on both sides."""
+    wg = to_groups(w, spec)
     hi = wg.amax(-1).clamp(min=0) * torch.sigmoid(up)
-    lo = wg.amin(-1).clamp(max=0) * torch.sigmoid(low)
-    scale = ((hi - lo) / spec.qmax).clamp(min=1e-8)
-    zero = _round_ste(-lo / scale).clamp(0, spec.qmax)
+    lo = wg.amin(-1).clamp(max=0) * torch.sigmoid(up if spec.symmetric else low)
+    scale, zero = grid_from_range(lo, hi, spec, rounding=_round_ste)
     return wg, scale, zero
 
 
 def lwc_fake_quant(w: torch.Tensor, up: torch.Tensor, low: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     wg, scale, zero = _lwc_grid(w, up, low, spec)
     q = torch.clamp(_round_ste(wg / scale[..., None]) + zero[..., None], 0, spec.qmax)
-    return _ungrouped((q - zero[..., None]) * scale[..., None], w.shape[1])
+    return from_groups((q - zero[..., None]) * scale[..., None], w.shape[1])
 
 
 @torch.no_grad()

@@ -106,7 +106,8 @@ def assert_bundle_holds_codes(model: torch.nn.Module, bundle: Path) -> None:
         packed = PackedWeight(record["bits"], record["storage_bits"], record["block_size"], record["k"], record["n"],
                               data, scales.reshape(record["n"], -1), np.zeros(0, np.uint8))
         assert np.array_equal(unpack(packed), layer.codes.numpy()), name
-        assert np.array_equal(scales.reshape(layer.scale.shape), layer.scale.numpy()), name
+        # fp16 as stored; the layer's scales are fp16 numbers, so the widened values are its own
+        assert np.array_equal(scales.astype(np.float32).reshape(layer.scale.shape), layer.scale.numpy()), name
         zeros = unpack_rows(graph[f"{node}.zero_points"], record["storage_bits"], record["n"], layer.zero.shape[1])
         assert np.array_equal(zeros, layer.zero.numpy()), name
 
@@ -154,7 +155,8 @@ class GraphIndex:
 @dataclass(frozen=True)
 class Evidence:
     """A node of type `op` reading an initializer matching `tensor` ("{node}" = the layer's stand-in path),
-    placed `where`: "before" the kernel (on its input), "added" to the kernel's output, or fed "from" the tensor."""
+    placed `where`: "before" the kernel (on its input), "added" to the kernel's output, "scattered" onto it, or fed
+    "from" the tensor."""
 
     op: str
     tensor: str
@@ -170,7 +172,8 @@ CARRIED: dict[str, tuple[Evidence, ...]] = {
     "outlier_idx": (Evidence("GatherND", "{node}.layer.outlier_idx", "from"),
                     Evidence("MatMul", "{node}.layer.outlier_weight", "added"),
                     Evidence("Mul", "{node}.outlier_mask", "before")),
-    "sparse_idx": (Evidence("MatMul", "{node}.sparse_delta_t", "added"),),
+    # fp16 outliers gathered by column, scaled, and scatter-added onto the kernel's output rows.
+    "sparse_idx": (Evidence("Mul", "{node}.sparse_val", "scattered"),),
 }
 """How each QuantLinear extra must appear around the layer's MatMulNBits node."""
 
@@ -186,6 +189,9 @@ def carries(index: GraphIndex, node_path: str, evidence: Evidence) -> bool:
     if evidence.where == "from":
         return any(n.op_type == evidence.op for t in tensors for n in index.downstream(t, 4))
     branch = [n for t in tensors for n in index.downstream(t, 2) if n.op_type == evidence.op]
+    if evidence.where == "scattered":
+        return any(s.op_type.startswith("Scatter") and kernel.output[0] in s.input
+                   for n in branch for s in index.downstream(n.output[0], 3))
     return any(c.op_type == "Add" and kernel.output[0] in c.input for n in branch for c in index.consumers[n.output[0]])
 
 

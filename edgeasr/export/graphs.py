@@ -10,6 +10,7 @@ corrections) is traced as ordinary ONNX ops around that MatMul.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -236,7 +237,11 @@ def graph_specs(model: nn.Module, family: str) -> dict[str, GraphSpec]:
     from transformers import AttentionInterface
 
     AttentionInterface.register(CHUNKED_ATTENTION, chunked_attention)
-    model.config._attn_implementation = CHUNKED_ATTENTION  # read by every attention layer when traced
+    # Only the encoder's self-attention: the decoder's masks are built for the model's own implementation.
+    encoder_config = copy.copy(model.config)
+    encoder_config._attn_implementation = CHUNKED_ATTENTION
+    for layer in model.model.encoder.layers:
+        layer.self_attn.config = encoder_config
     shapes = shapes_of(model)
     head = swap_head(model)
     if family == "whisper":
@@ -285,7 +290,7 @@ def trace_key(model: nn.Module) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-VERSION = 4
+VERSION = 5
 """Bump when the traced modules change, so cached traces of the old shape are not reused."""
 
 

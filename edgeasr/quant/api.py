@@ -33,7 +33,9 @@ def quantize(recipe: Recipe):
     method.run(job, options)
     seconds = time.perf_counter() - start
     log.info("%s took %.1f s", recipe.label, seconds)
-    return backend, {"quantize_seconds": round(seconds, 2), "calibration_clips": len(job._clips or [])}, location
+    stats = {"quantize_seconds": round(seconds, 2),
+             "calibration_clips": job.calibration_stats().get("calibration_sequences", 0)}
+    return backend, stats, location
 
 
 def default_checkpoint_path(recipe: Recipe) -> Path:

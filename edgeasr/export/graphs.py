@@ -216,8 +216,8 @@ CHUNKED_ATTENTION = "edgeasr_query_chunks"
 
 def chunked_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
-    """SDPA over slices of at most `QUERY_CHUNK` queries (the same numbers; a lower peak). Only a length known
-    when tracing is sliced: Moonshine's encoder length follows the audio and stays one piece."""
+    """SDPA over slices of at most `QUERY_CHUNK` queries (the same numbers; a lower peak) when the length is
+    known when tracing."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     length = query.shape[2]
@@ -236,12 +236,13 @@ def graph_specs(model: nn.Module, family: str) -> dict[str, GraphSpec]:
     """The encoder, cross-K/V and decoder-step graphs of `model` (stand-ins already swapped in)."""
     from transformers import AttentionInterface
 
-    AttentionInterface.register(CHUNKED_ATTENTION, chunked_attention)
-    # Only the encoder's self-attention: the decoder's masks are built for the model's own implementation.
-    encoder_config = copy.copy(model.config)
-    encoder_config._attn_implementation = CHUNKED_ATTENTION
-    for layer in model.model.encoder.layers:
-        layer.self_attn.config = encoder_config
+    if family == "whisper":  # the fixed 30 s window; Moonshine's encoder length follows the audio
+        AttentionInterface.register(CHUNKED_ATTENTION, chunked_attention)
+        # Only the encoder's self-attention: the decoder's masks are built for the model's own implementation.
+        encoder_config = copy.copy(model.config)
+        encoder_config._attn_implementation = CHUNKED_ATTENTION
+        for layer in model.model.encoder.layers:
+            layer.self_attn.config = encoder_config
     shapes = shapes_of(model)
     head = swap_head(model)
     if family == "whisper":

@@ -1,4 +1,5 @@
-"""`edgeasr` command line. Each subcommand is a module in `edgeasr/commands/` with `register(subparsers)`.
+"""`edgeasr` command line. Each entry of `COMMANDS` is a module in `edgeasr/commands/` whose
+`register(subparsers)` adds its subcommands (see `edgeasr.plugins` for the registry pattern).
 
 Subcommand modules import their heavy dependencies (torch, ray...) inside the handler so `edgeasr --help`
 stays fast and works on an edge install.
@@ -7,22 +8,30 @@ stays fast and works on an edge install.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import pkgutil
 import sys
 
 from edgeasr.errors import EdgeASRError
+from edgeasr.plugins import load
+
+COMMANDS: dict[str, str] = {
+    "bench": "edgeasr.commands.bench:register",
+    "data": "edgeasr.commands.data:register",
+    "export": "edgeasr.commands.export:register",
+    "models": "edgeasr.commands.models:register",         # fetch, models
+    "quantize": "edgeasr.commands.quantize:register",
+    "report": "edgeasr.commands.report:register",
+    "sweep": "edgeasr.commands.sweep:register",
+    "transcribe": "edgeasr.commands.transcribe:register",  # transcribe, eval
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import edgeasr.commands as commands
-
     parser = argparse.ArgumentParser(prog="edgeasr", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        importlib.import_module(f"edgeasr.commands.{info.name}").register(sub)
+    for target in COMMANDS.values():
+        load(target)(sub)
     return parser
 
 

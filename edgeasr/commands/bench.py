@@ -1,14 +1,16 @@
 """`edgeasr bench NAME`: benchmarks, one sub-subcommand each.
 
-Add a benchmark with one line in `BENCHES`: "module:function", where the function takes the parsed
-arguments and returns an exit code; if the module defines `add_arguments(parser)`, its options are
-added. Keep such modules' top-level imports light: they are imported whenever the CLI builds its parser.
+Add a benchmark with one line in `BENCHES` (the `edgeasr.plugins` pattern): "module:cli", where `cli`
+takes the parsed arguments and returns an exit code and the module's `add_arguments(parser)` adds its
+options. Keep such modules' top-level imports light: they are imported whenever the CLI builds its parser.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import sys
+
+from edgeasr.plugins import load
 
 BENCHES: dict[str, str] = {
     "stream": "edgeasr.bench.stream:cli",
@@ -23,9 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks (latency, speed, growth); see `edgeasr bench -h`")
     benches = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     for name, target in BENCHES.items():
-        module_name, function = target.split(":")
-        module = importlib.import_module(module_name)
+        handler = load(target)
+        module = sys.modules[handler.__module__]
         bp = benches.add_parser(name, help=(module.__doc__ or name).splitlines()[0])
-        if hasattr(module, "add_arguments"):
-            module.add_arguments(bp)
-        bp.set_defaults(handler=getattr(module, function))
+        module.add_arguments(bp)
+        bp.set_defaults(handler=handler)

@@ -1,19 +1,33 @@
-"""Registry of quantization methods: one file per method, each registering itself by name.
+"""Registry of quantization methods: one file per method, listed in `METHODS` (the `edgeasr.plugins`
+pattern) and imported only when used.
 
 A method is a function `(job: QuantJob, options) -> None` that replaces the target linears of
-`job.model` with `QuantLinear`s. Its options are a dataclass whose fields a recipe's `[options]` table
-sets. Importing this package imports every method module so the registry is complete.
+`job.model` with `QuantLinear`s, declared with `@register(...)`, which attaches its `MethodInfo`. Its
+options are a dataclass whose fields a recipe's `[options]` table sets.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgeasr.errors import QuantizationError
+from edgeasr.plugins import load
+
+METHODS: dict[str, str] = {
+    "rtn": "edgeasr.quant.methods.rtn:rtn",
+    "gptq": "edgeasr.quant.methods.gptq:gptq",
+    "awq": "edgeasr.quant.methods.awq:awq",
+    "smoothquant": "edgeasr.quant.methods.smoothquant:smoothquant",
+    "osplus": "edgeasr.quant.methods.osplus:osplus",
+    "omniquant": "edgeasr.quant.methods.omniquant:omniquant",
+    "quarot": "edgeasr.quant.methods.quarot:quarot",
+    "quik": "edgeasr.quant.methods.quik:quik",
+    "spqr": "edgeasr.quant.methods.spqr:spqr",
+    "hqq": "edgeasr.quant.methods.hqq:hqq",
+}
+"""RTN is the baseline; the next eight are the study's methods; HQQ (calibration-free) is the ninth."""
 
 
 @dataclass(frozen=True)
@@ -35,30 +49,24 @@ class MethodInfo:
         return self.options(**values)
 
 
-METHODS: dict[str, MethodInfo] = {}
-
-
 def register(name: str, options: type, *, calibrated: bool, needs_activation_quant: bool = False,
              summary: str = "") -> Callable:
+    """Declare a method function: attach its `MethodInfo` (the `METHODS` table says where it lives)."""
     def decorator(fn: Callable) -> Callable:
-        METHODS[name] = MethodInfo(name, fn, options, calibrated, needs_activation_quant, summary)
+        fn.method_info = MethodInfo(name, fn, options, calibrated, needs_activation_quant, summary)
         return fn
 
     return decorator
 
 
-def _load_all() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{info.name}")
-
-
 def get_method(name: str) -> MethodInfo:
-    _load_all()
     if name not in METHODS:
         raise QuantizationError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+    info = load(METHODS[name]).method_info
+    if info.name != name:
+        raise QuantizationError(f"METHODS[{name!r}] points at the method declared as {info.name!r}")
+    return info
 
 
 def available_methods() -> dict[str, MethodInfo]:
-    _load_all()
-    return dict(sorted(METHODS.items()))
+    return {name: get_method(name) for name in sorted(METHODS)}

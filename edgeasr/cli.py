@@ -1,5 +1,7 @@
-"""`edgeasr` command line. Each entry of `COMMANDS` is a module in `edgeasr/commands/` whose
-`register(subparsers)` adds its subcommands (see `edgeasr.plugins` for the registry pattern).
+"""`edgeasr` command line: fetch models, build data sets, quantize, evaluate, export and benchmark.
+
+Each entry of `COMMANDS` is a module in `edgeasr/commands/` whose `register(subparsers)` adds its
+subcommands (see `edgeasr.plugins` for the registry pattern).
 
 Subcommand modules import their heavy dependencies (torch, ray...) inside the handler so `edgeasr --help`
 stays fast and works on an edge install.

@@ -20,7 +20,7 @@ from edgeasr.quant.hadamard import (HadamardTransform, UnsupportedWidth, hadamar
                                     hadamard_transform)
 from edgeasr.quant.arch import graph_for
 from edgeasr.quant.layers import QuantLinear
-from edgeasr.quant.methods.quarot import rotate_fp
+from edgeasr.quant.methods.quarot import rotate_fp, rotate_residual_stream
 from edgeasr.registry import fetch_package, find_file
 from edgeasr.zoo import fetch
 from edgeasr.zoo.catalog import MOONSHINE_VOICE
@@ -92,12 +92,15 @@ def test_exported_transform_is_a_butterfly(tmp_path, width):
     assert np.abs(got - expected).max() < 1e-4 * np.abs(expected).max()
 
 
-@pytest.mark.parametrize("fold", [False, True])
+@pytest.mark.parametrize("mode", ["per-linear", "folded", "residual"])
 @torch.inference_mode()
-def test_rotation_is_exact_in_fp(fold):
+def test_rotation_is_exact_in_fp(mode):
     fp = fp_backend(MODEL)
     rotated = HFBackend.from_pretrained(fetch(MODEL))
-    rotate_fp(rotated.model, graph_for(rotated.model), fold=fold)
+    if mode == "residual":
+        rotate_residual_stream(rotated.model, graph_for(rotated.model))
+    else:
+        rotate_fp(rotated.model, graph_for(rotated.model), fold=mode == "folded")
     clip = held_out_clips(1)[0]
     enc_ref, enc_rot = fp.encode(clip.audio), rotated.encode(clip.audio)
     ids = torch.tensor([list(fp.settings.prompt) + fp.tokenizer(" " + clip.text, add_special_tokens=False).input_ids])

@@ -175,11 +175,12 @@ def _unnormalized(x: torch.Tensor, block_t: torch.Tensor | None) -> torch.Tensor
     return y.reshape(x.shape)
 
 
-def hadamard_transform(x: torch.Tensor) -> torch.Tensor:
-    """x · H over the last dimension in O(n log n): a Walsh–Hadamard butterfly on the power-of-two factor,
-    then the m × m block."""
+def hadamard_transform(x: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """x · H (or x · Hᵀ = x · H⁻¹) over the last dimension in O(n log n): a Walsh–Hadamard butterfly on the
+    power-of-two factor, then the m × m block."""
     m, _ = hadamard_factors(x.shape[-1])
-    return _unnormalized(x, _block_t(m).to(x) if m > 1 else None) * (1.0 / math.sqrt(x.shape[-1]))
+    block = None if m == 1 else (block_matrix(m) if inverse else _block_t(m)).to(x)
+    return _unnormalized(x, block) * (1.0 / math.sqrt(x.shape[-1]))
 
 
 def rotate_hessian(hessian: torch.Tensor) -> torch.Tensor:

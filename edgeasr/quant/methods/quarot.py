@@ -48,6 +48,9 @@ class QuaRotOptions:
     """Fold each LayerNorm's weight/bias into the linears it feeds before rotating (the paper's first step)."""
     gptq_damp: float = 0.01
     """GPTQ only: dampening added to the Hessian diagonal, relative to its mean."""
+    residual: bool = False
+    """Experimental: rotate the residual stream itself (`rotate_residual_stream`) instead of each reader's input.
+    RTN weights and dynamic activations only; such a model is evaluated in process (checkpoints do not hold it)."""
 
 
 @torch.no_grad()
@@ -104,6 +107,59 @@ def rotate_fp(model: nn.Module, arch: ArchGraph, parts=("encoder", "decoder"), f
                 replace_module(block, path, RotatedLinear(block.get_submodule(path)))
 
 
+def _center_and_rotate(_module: nn.Module, args: tuple, kwargs: dict):
+    """Forward pre-hook of a part's first block: its residual input enters centered and rotated, (x − x̄)·Q."""
+    x = args[0]
+    return (hadamard_transform(x - x.mean(-1, keepdim=True)), *args[1:]), kwargs
+
+
+def _unrotate(_module: nn.Module, args: tuple):
+    """Forward pre-hook of a part's final LayerNorm: it reads the stream back as x·Qᵀ (its own mean subtraction
+    makes the mean the stream dropped irrelevant), so its output — the encoder states, the head's input — is the FP one."""
+    return (hadamard_transform(args[0], inverse=True), *args[1:])
+
+
+@torch.no_grad()
+def rotate_residual_stream(model: nn.Module, arch: ArchGraph, parts=("encoder", "decoder")) -> dict[str, set[str]]:
+    """The paper's fused rotation for LayerNorm models (SliceGPT's step): exact in FP.
+
+    Every block norm's affine is folded into its readers and the norm becomes an RMSNorm; every residual
+    writer's output is centered (W ← W − mean over outputs) and rotated (W ← Qᵀ·W), and the stream enters each
+    part centered and rotated (a pre-hook on the first block), so it is always c(x)·Q and RMSNorm(c(x)·Q) =
+    LayerNorm(x)·Q; the readers take W·Q and need no online rotation. The part's final LayerNorm reads the
+    stream back unrotated, so the encoder states and the head are untouched (the tied head stays tied).
+    Returns per block-graph part the linears that read the rotated stream directly (no online rotation).
+    """
+    direct: dict[str, set[str]] = {}
+    for part in parts:
+        graph = arch.block_graph(part)
+        readers = {t for e in graph.edges if e.kind == "norm" for t in e.targets}
+        direct[part] = readers
+        blocks = arch.blocks(model, part)
+        for block in blocks:
+            fold_norms(block, graph)
+            for edge in graph.edges:
+                if edge.kind == "norm":
+                    norm = block.get_submodule(edge.source)
+                    replace_module(block, edge.source, nn.RMSNorm(norm.normalized_shape, eps=norm.eps,
+                                                                  elementwise_affine=False))
+            for path in readers:
+                linear = block.get_submodule(path)
+                linear.weight.copy_(hadamard_transform(linear.weight.float()).to(linear.weight.dtype))
+            for path in graph.residual_writers:
+                linear = block.get_submodule(path)
+                w = linear.weight.float()
+                w = w - w.mean(0, keepdim=True)
+                linear.weight.copy_(hadamard_transform(w.T.contiguous()).T.to(linear.weight.dtype))
+                if linear.bias is not None:
+                    b = linear.bias.float()
+                    linear.bias.copy_(hadamard_transform(b - b.mean()).to(linear.bias.dtype))
+        blocks[0].register_forward_pre_hook(_center_and_rotate, with_kwargs=True)
+        final = arch.encoder_final_norm if part == "encoder" else arch.decoder_final_norm
+        model.get_submodule(final).register_forward_pre_hook(_unrotate)
+    return direct
+
+
 @register("quarot", QuaRotOptions, calibrated=False,
           summary="Hadamard rotation of every linear's input and weights (exact in FP) for W4A4/W4A8")
 def quarot(job: QuantJob, options: QuaRotOptions) -> None:
@@ -113,6 +169,19 @@ def quarot(job: QuantJob, options: QuaRotOptions) -> None:
         raise QuantizationError("quarot needs weight bits 2-8 (the rotated weights are stored as codes); "
                                 "supported: W2-8 with A4/A6/A8/A16")
 
+    if options.residual:
+        if options.weight_method != "rtn" or (job.a_spec.enabled and not job.a_spec.dynamic):
+            raise QuantizationError("quarot residual=true supports RTN weights with dynamic or no activation "
+                                    "quantization; use the default per-linear rotation for GPTQ or static activations")
+        direct = rotate_residual_stream(job.model, job.arch, job.recipe.parts)
+        for part, block, graph in job.blocks():
+            for path in graph.linears:
+                linear = block.get_submodule(path)
+                online = path not in direct[part]
+                weight = rotated_weight(linear) if online else linear.weight.detach().float()
+                replace_module(block, path, to_quant_linear(linear, job.w_spec, job.a_spec, weight=weight,
+                                                            hadamard=online))
+        return
     if options.fold_norms:  # exact in FP, so every block can be folded before the walk sees any
         for _part, block, graph in job.blocks():
             fold_norms(block, graph)

@@ -15,8 +15,8 @@ import torch
 from edgeasr.quant.arch import graph_for
 from edgeasr.quant.calibrate import BlockContext, block_outputs, capture_inputs
 from edgeasr.quant.layers import QuantLinear
-from edgeasr.quant.methods._folding import (FoldedLinear, apply_scale, apply_shift, collect_input_stats,
-                                            quantize_block_linears, scale_sites)
+from edgeasr.quant.methods._folding import FoldedLinear, apply_scale, apply_shift, quantize_block_linears, scale_sites
+from edgeasr.quant.methods._stats import collect_input_stats
 from edgeasr.quant.recipe import CalibrationOptions
 from edgeasr.quant.spec import QuantSpec
 from quant_support import fp_backend, held_out_clips

@@ -6,7 +6,8 @@ import torch
 
 from edgeasr.engine import Engine
 from edgeasr.quant.methods import get_method
-from edgeasr.quant.methods._hessian import InputStats, gptq_quantize, sequential_stages
+from edgeasr.quant.methods._hessian import gptq_quantize, sequential_stages
+from edgeasr.quant.methods._stats import InputStats
 from edgeasr.quant.methods.gptq import GPTQOptions
 from edgeasr.quant.arch import GRAPHS
 from edgeasr.quant.spec import QuantSpec, dequantize_weight, fake_quant_weight, quantize_weight

@@ -6,7 +6,8 @@ import torch
 
 from edgeasr.engine import Engine
 from edgeasr.quant.methods import get_method
-from edgeasr.quant.methods._hessian import InputStats, gptq_quantize
+from edgeasr.quant.methods._hessian import gptq_quantize
+from edgeasr.quant.methods._stats import InputStats
 from edgeasr.quant.methods.spqr import SpQRHooks, SpQROptions, quantize_stat, spqr_bits_per_weight
 from edgeasr.quant.spec import QuantSpec
 from edgeasr.registry import fetch_package, find_file

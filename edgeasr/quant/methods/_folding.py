@@ -31,8 +31,8 @@ from torch import nn
 
 from edgeasr.errors import QuantizationError
 from edgeasr.quant.arch import BlockGraph
-from edgeasr.quant.calibrate import BlockContext, hook_linear_inputs
 from edgeasr.quant.job import replace_module, to_quant_linear
+from edgeasr.quant.methods._stats import InputStats
 from edgeasr.quant.spec import QuantSpec, fake_quant_activation, fake_quant_weight, grid_from_range
 
 
@@ -202,69 +202,6 @@ def quantize_block_linears(block: nn.Module, graph: BlockGraph, w_spec: QuantSpe
         replace_module(block, path, layer)
 
 
-# ---- calibration statistics ---------------------------------------------------------------------------
-
-@dataclass
-class ChannelStats:
-    """Per-channel statistics of one linear's input over a block's calibration inputs."""
-
-    absmax: torch.Tensor
-    min: torch.Tensor
-    max: torch.Tensor
-    mean_abs: torch.Tensor
-    count: int
-    gram: torch.Tensor | None = None
-    """Σ xᵀx over all tokens (for exact weight-error search without storing the tokens)."""
-    rows: torch.Tensor | None = None
-    """A seeded random sample of input rows (for searches that quantize the activations too)."""
-
-
-@torch.inference_mode()
-def collect_input_stats(ctx: BlockContext, paths: list[str] | tuple[str, ...], gram: bool = False,
-                        max_rows: int = 0, transformed: bool = True, seed: int = 0) -> dict[str, ChannelStats]:
-    """Run the block on its calibration inputs and gather each named linear's input statistics.
-
-    With `transformed`, statistics are of what the matmul sees (after a FoldedLinear's/QuantLinear's own
-    in_shift/in_scale), otherwise of the raw tensor reaching the layer.
-    """
-    paths = list(dict.fromkeys(paths))
-    acc: dict[str, dict] = {p: {"n": 0, "rows": []} for p in paths}
-
-    def observe(path: str, x: torch.Tensor) -> None:
-        layer = ctx.linear(path)
-        if transformed and hasattr(layer, "transform_input"):
-            x = layer.transform_input(x).float()
-        a = acc[path]
-        if a["n"] == 0:
-            a.update(absmax=x.abs().amax(0), min=x.amin(0), max=x.amax(0), sum_abs=x.abs().sum(0),
-                     gram=x.T @ x if gram else None)
-        else:
-            a["absmax"] = torch.maximum(a["absmax"], x.abs().amax(0))
-            a["min"] = torch.minimum(a["min"], x.amin(0))
-            a["max"] = torch.maximum(a["max"], x.amax(0))
-            a["sum_abs"] += x.abs().sum(0)
-            if gram:
-                a["gram"] += x.T @ x
-        a["n"] += x.shape[0]
-        if max_rows:
-            a["rows"].append(x.clone())
-
-    with hook_linear_inputs(ctx.block, paths, observe):
-        ctx.run()
-    generator = torch.Generator().manual_seed(seed)
-    stats = {}
-    for path, a in acc.items():
-        if a["n"] == 0:
-            raise QuantizationError(f"{ctx.name}.{path} saw no calibration input")
-        rows = None
-        if max_rows:
-            rows = torch.cat(a["rows"])
-            if rows.shape[0] > max_rows:
-                rows = rows[torch.randperm(rows.shape[0], generator=generator)[:max_rows]]
-        stats[path] = ChannelStats(a["absmax"], a["min"], a["max"], a["sum_abs"] / a["n"], a["n"], a["gram"], rows)
-    return stats
-
-
 # ---- scoring a candidate transformation -------------------------------------------------------------------
 
 def fake_quant_weight_or_fp(w: torch.Tensor, spec: QuantSpec, clip: torch.Tensor | float = 1.0) -> torch.Tensor:
@@ -290,7 +227,7 @@ class SiteScorer:
     matrix (all tokens, exact); otherwise the sampled rows.
     """
 
-    def __init__(self, block: nn.Module, site: ScaleSite, stats: ChannelStats, w_spec: QuantSpec,
+    def __init__(self, block: nn.Module, site: ScaleSite, stats: InputStats, w_spec: QuantSpec,
                  a_spec: QuantSpec) -> None:
         self.stats, self.w_spec, self.a_spec = stats, w_spec, a_spec
         self.weights = [block.get_submodule(t).weight.detach().float() for t in site.targets]

@@ -30,66 +30,13 @@ from torch import nn
 
 from edgeasr.errors import QuantizationError
 from edgeasr.quant.arch import BlockGraph
-from edgeasr.quant.calibrate import BlockContext, hook_linear_inputs
+from edgeasr.quant.calibrate import BlockContext
 from edgeasr.quant.job import QuantJob, replace_module
 from edgeasr.quant.layers import QuantLinear
+from edgeasr.quant.methods._stats import InputStats, collect_input_stats
 from edgeasr.quant.spec import QuantSpec, weight_qparams
 
 log = logging.getLogger(__name__)
-
-# ---- calibration statistics -----------------------------------------------------------------------
-@dataclass
-class InputStats:
-    """What the calibration inputs of one linear tell: H = 2/n Σ x xᵀ and (optionally) per-channel max |x|."""
-
-    gram: torch.Tensor
-    """Σ x xᵀ over the rows seen so far."""
-    absmax: torch.Tensor | None = None
-    n: int = 0
-
-    @classmethod
-    def empty(cls, width: int, absmax: bool = True) -> "InputStats":
-        return cls(torch.zeros(width, width), torch.zeros(width) if absmax else None)
-
-    @property
-    def hessian(self) -> torch.Tensor:
-        return self.gram * (2.0 / max(self.n, 1))
-
-    def add(self, x: torch.Tensor) -> None:
-        self.gram.addmm_(x.T, x)
-        if self.absmax is not None and x.shape[0]:
-            self.absmax = torch.maximum(self.absmax, x.abs().amax(dim=0))
-        self.n += x.shape[0]
-
-
-class _StageSeen(Exception):
-    """Raised once every linear of a stage has seen its input: the rest of the block need not run."""
-
-
-@torch.inference_mode()
-def collect_input_stats(ctx: BlockContext, paths: tuple[str, ...] | list[str],
-                        absmax: bool = False) -> dict[str, InputStats]:
-    """Run the block on its calibration inputs and accumulate the stats of each linear in `paths`,
-    stopping each block call as soon as all of them have been reached."""
-    stats = {p: InputStats.empty(ctx.linear(p).in_features, absmax) for p in paths}
-    seen: set[str] = set()
-
-    def observe(path: str, x: torch.Tensor) -> None:
-        stats[path].add(x)
-        seen.add(path)
-        if len(seen) == len(stats):
-            raise _StageSeen
-
-    with hook_linear_inputs(ctx.block, paths, observe):
-        for item in ctx.inputs:
-            seen.clear()
-            try:
-                item.call(ctx.block)
-            except _StageSeen:
-                continue
-            raise QuantizationError(f"{ctx.name}: linears {sorted(set(paths) - seen)} were never called")
-    return stats
-
 
 def sequential_stages(graph: BlockGraph) -> list[tuple[str, ...]]:
     """The block's linears in execution order, those that read the same tensor grouped together
@@ -111,12 +58,13 @@ def sequential_stages(graph: BlockGraph) -> list[tuple[str, ...]]:
 
 
 def walk_linears(job: QuantJob, quantize: Callable[[BlockContext, str, nn.Linear, InputStats], QuantLinear],
-                 true_sequential: bool = True, absmax: bool = False, desc: str | None = None) -> None:
+                 true_sequential: bool = True, desc: str | None = None) -> None:
     """Walk the blocks; replace each linear by `quantize(ctx, path, linear, stats)`.
 
     With `true_sequential` every stage's statistics are taken after the previous stages of the same block
     were quantized (one extra block pass per stage); otherwise once per block from its FP linears.
-    `absmax` also records each input channel's max |x| (QUIK picks its outlier channels from it).
+    The statistics carry the Hessian's Gram matrix and each input channel's max |x| (QUIK picks its
+    outlier channels from it).
     """
 
     thin: dict[str, tuple[int, int]] = {}  # linear → (calibration rows, inputs) where rows < inputs
@@ -124,7 +72,7 @@ def walk_linears(job: QuantJob, quantize: Callable[[BlockContext, str, nn.Linear
     def process(ctx: BlockContext) -> None:
         stages = sequential_stages(ctx.graph) if true_sequential else [tuple(ctx.graph.linears)]
         for stage in stages:
-            stats = collect_input_stats(ctx, stage, absmax)
+            stats = collect_input_stats(ctx, stage, gram=True, transformed=False)
             for path in stage:
                 linear, seen = ctx.linear(path), stats.pop(path)
                 if seen.n < linear.in_features:

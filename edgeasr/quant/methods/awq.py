@@ -16,8 +16,9 @@ import torch
 from edgeasr.quant.calibrate import BlockContext
 from edgeasr.quant.job import QuantJob
 from edgeasr.quant.methods import register
-from edgeasr.quant.methods._folding import (SiteScorer, apply_scale, collect_input_stats, fake_quant_weight_or_fp,
-                                            quantize_block_linears, scale_sites)
+from edgeasr.quant.methods._folding import (SiteScorer, apply_scale, fake_quant_weight_or_fp, quantize_block_linears,
+                                            scale_sites)
+from edgeasr.quant.methods._stats import collect_input_stats
 from edgeasr.quant.spec import QuantSpec
 
 

@@ -32,7 +32,8 @@ from edgeasr.errors import QuantizationError
 from edgeasr.quant.calibrate import BlockContext, BlockInput, block_outputs
 from edgeasr.quant.job import QuantJob, replace_module, to_quant_linear
 from edgeasr.quant.methods import register
-from edgeasr.quant.methods._folding import FoldedLinear, ScaleSite, apply_scale, apply_shift, collect_input_stats
+from edgeasr.quant.methods._folding import FoldedLinear, ScaleSite, apply_scale, apply_shift
+from edgeasr.quant.methods._stats import collect_input_stats
 from edgeasr.quant.spec import QuantSpec, fake_quant_activation, from_groups, grid_from_range, to_groups
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from edgeasr.errors import QuantizationError
 from edgeasr.quant.calibrate import BlockContext
 from edgeasr.quant.job import QuantJob
 from edgeasr.quant.methods import register
-from edgeasr.quant.methods._folding import (SiteScorer, apply_scale, apply_shift, collect_input_stats,
-                                            quantize_block_linears, scale_sites)
+from edgeasr.quant.methods._folding import SiteScorer, apply_scale, apply_shift, quantize_block_linears, scale_sites
+from edgeasr.quant.methods._stats import collect_input_stats
 
 SHIFT_MODES = ("search", "always", "never")
 

@@ -55,4 +55,4 @@ def quik(job: QuantJob, options: QUIKOptions) -> None:
         return to_quant_linear(linear, job.w_spec, job.a_spec, weight=weight, scale=result.scale, zero=result.zero,
                                outlier_idx=idx, outlier_weight=outlier_weight)
 
-    walk_linears(job, quantize, options.true_sequential, absmax=True)
+    walk_linears(job, quantize, options.true_sequential)

@@ -16,7 +16,8 @@ import torch
 from edgeasr.quant.calibrate import BlockContext
 from edgeasr.quant.job import QuantJob
 from edgeasr.quant.methods import register
-from edgeasr.quant.methods._folding import apply_scale, collect_input_stats, quantize_block_linears, scale_sites
+from edgeasr.quant.methods._folding import apply_scale, quantize_block_linears, scale_sites
+from edgeasr.quant.methods._stats import collect_input_stats
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ zoo: setup
 # instead of downloading (tests/conftest.py marks model-backed tests `slow`).
 check: python-deps
 	$(PYTHON) -m ruff check .
-	EDGEASR_CACHE="$$(mktemp -d)" PIP_NO_INDEX=1 HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q -m "not slow"
+	@cache="$$(mktemp -d)"; EDGEASR_CACHE="$$cache" PIP_NO_INDEX=1 HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q -m "not slow"; \
+	  status=$$?; rm -rf "$$cache"; exit $$status
 
 # Both tiers: the fast one first, so a lint or unit failure stops before the zoo is built.
 test: check zoo

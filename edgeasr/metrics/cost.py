@@ -1,6 +1,6 @@
 """Cost readouts: MACs, BOPs, memory I/O and model size, from the layers of the model that actually runs.
 
-Conventions (stated in the README too):
+Conventions (stated in docs/study.md too):
   * MACs count matmuls and convolutions only: linears, conv front ends, and the attention score (Q·Kᵀ)
     and value (P·V) products, which are activation × activation. Norms, softmax and GELU are left out.
   * BOPs = Σ MACs × b_w × b_a, where an unquantized operand counts as 16 bits (the FP16 deployment

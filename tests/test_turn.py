@@ -158,7 +158,7 @@ def test_missing_model_falls_back_to_the_hangover(engine: Engine, beckett: np.nd
     assert len(warnings) == 1 and "hangover" in warnings[0].getMessage()
     lines = _finals(during + at_finish)
     assert lines and all(e.ended_by == "hangover" and e.turn_probability is None for e in lines), lines
-    assert all(e.latency_ms - e.finalize_ms >= options.vad.hangover_ms for e in lines)
+    assert all(e.latency_ms - e.finalize_ms >= options.vad.hangover_ms - 1 for e in lines)  # float rounding
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ CALIBRATED = ("gptq", "awq", "quik", "spqr", "omniquant", "quarot", "smoothquant
 def calibration_label(row: dict) -> str:
     """`calib-mix 32x1 t128`: set, sequences x utterances per sequence, decoder positions."""
     cal = row.get("calibration")
-    if not cal:
+    if not cal or row["method"] not in CALIBRATED:
         return "-"
     return f"{cal['dataset']} {cal['n_clips']}x{cal['concat']} t{cal['max_decoder_tokens']}"
 

@@ -57,6 +57,9 @@ class LineCompleted(LineEvent):
     """What ended the line: "smart" (end-of-turn model), "hangover" (VAD), "cut" (overlong line), "finish"."""
     turn_probability: float | None = None
     """The end-of-turn model's P(turn complete) at the line's last scored pause, if it was scored."""
+    backlog_ms: float = 0.0
+    """Of `latency_ms`, the time the session was still busy with earlier audio when the audio that ended
+    the line arrived (0 while it keeps up with real time; large on a CPU shared with other work)."""
 
 
 Event = LineStarted | LineChanged | LineCompleted

@@ -158,6 +158,7 @@ class StreamingSession:
         self._chunk_arrival = 0.0
         self._chunk_clock = 0.0
         self._chunk_t0 = 0.0
+        self._backlog = 0.0
         # Partials of a line longer than the model's window would hallucinate: cut before it.
         self._hard_limit = int((self.engine.backend.max_segment_seconds - 1.0) * SAMPLE_RATE)
         self.partial_decodes = 0
@@ -177,6 +178,7 @@ class StreamingSession:
     def _start_clock(self, arrival: float) -> None:
         # Work starts when its audio has arrived and the previous work is done.
         self._chunk_clock, self._chunk_t0 = max(self._clock, arrival), time.perf_counter()
+        self._backlog = self._chunk_clock - arrival
 
     def accept(self, chunk: np.ndarray) -> list[Event]:
         """Feed float32 16 kHz mono audio; return the events it caused, in order."""
@@ -341,7 +343,7 @@ class StreamingSession:
             line.line_id, line.start / SAMPLE_RATE, end / SAMPLE_RATE, text, " ".join(line.committed),
             latency_ms=1000 * (now - speech_end / SAMPLE_RATE), finalize_ms=1000 * (now - decided_at / SAMPLE_RATE),
             decode_ms=1000 * seconds, cost=transcript.cost, ended_by=ended_by,
-            turn_probability=line.turn_probability))
+            turn_probability=line.turn_probability, backlog_ms=1000 * self._backlog))
         # After the latency is taken: a line's decodes leave the most fragmented heap behind.
         if self.options.release_heap:
             release_free_heap()

@@ -1,11 +1,10 @@
 """The bad and edge-case audio files every entry point must refuse with one clear line: bytes per kind,
-and a fragment of the reason each must give. Also steady noise and tones, which must give no words."""
+and a fragment of the reason each must give. The steady noise and tones that must give no words are
+`edgeasr.bench.noise_guard.noises()` (the guard's bench measures the same signals)."""
 
 from __future__ import annotations
 
 import struct
-
-import numpy as np
 
 from edgeasr.audio import SAMPLE_RATE
 
@@ -26,35 +25,4 @@ BAD_FILES: dict[str, tuple[bytes, str]] = {
     "one_sample": (_wav(1, b"\x10\x00"), "only 1 sample"),
     "text": (b"this is a shopping list, not a recording\nmilk\neggs\n", "a text file, not audio"),
     "png": (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + b"\0" * 64, "a PNG image, not audio"),
-}
-
-
-def pink_noise(seconds: float, dbfs: float, seed: int = 0) -> np.ndarray:
-    """Noise with power falling as 1/f, scaled to an RMS of `dbfs` relative to full scale."""
-    n = int(seconds * SAMPLE_RATE)
-    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
-    freqs[0] = freqs[1]
-    noise = np.fft.irfft(spectrum / np.sqrt(freqs), n)
-    return (noise / np.sqrt(np.mean(noise**2)) * 10 ** (dbfs / 20)).astype(np.float32)
-
-
-def white_noise(seconds: float, dbfs: float, seed: int = 1) -> np.ndarray:
-    noise = np.random.default_rng(seed).standard_normal(int(seconds * SAMPLE_RATE))
-    return (noise * 10 ** (dbfs / 20)).astype(np.float32)
-
-
-def tone(seconds: float, hz: float, dbfs: float) -> np.ndarray:
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    return (np.sqrt(2) * 10 ** (dbfs / 20) * np.sin(2 * np.pi * hz * t)).astype(np.float32)
-
-
-# The issue's cases plus louder noise and tones webrtcvad calls speech (measured: all decoded to words before the guard).
-NOISES: dict[str, np.ndarray] = {
-    "pink -30 dBFS 60 s": pink_noise(60, -30),
-    "pink -30 dBFS 0.5 s": pink_noise(0.5, -30, seed=3),
-    "white -30 dBFS 20 s": white_noise(20, -30),
-    "white -20 dBFS 10 s": white_noise(10, -20),
-    "tone 440 Hz -20 dBFS 10 s": tone(10, 440, -20),
-    "tone 200 Hz -30 dBFS 10 s": tone(10, 200, -30),
 }

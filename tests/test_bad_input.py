@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
-from bad_audio import BAD_FILES, NOISES
+from bad_audio import BAD_FILES
 from edgeasr.audio import energy_spread_db, prepare_audio
+from edgeasr.bench.noise_guard import noises
 from edgeasr.engine import GuardOptions
 from edgeasr.errors import AudioError
 from edgeasr.protocol import ProtocolError, StreamConfig, dumps
@@ -74,7 +75,7 @@ def test_config_types_are_strict_and_json_is_bounded():
 
 def test_steady_noise_and_tones_measure_under_the_guard():
     threshold = GuardOptions().min_energy_spread_db
-    assert all(energy_spread_db(audio) < threshold for audio in NOISES.values())
+    assert all(energy_spread_db(audio) < threshold for audio in noises().values())
 
 
 def test_speech_keeps_its_dynamics(speech_clips):
@@ -90,7 +91,7 @@ def test_noise_and_tones_give_no_words():
     from edgeasr.engine import Engine
 
     engine = Engine.load("moonshine-tiny")
-    for name, audio in NOISES.items():
+    for name, audio in noises().items():
         transcript = engine.transcribe(audio)
         assert transcript.text == "", (name, transcript.text)
         assert all(s.dropped for s in transcript.segments), name

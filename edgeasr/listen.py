@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgeasr-listen", description=__doc__.splitlines()[0])
     model = p.add_mutually_exclusive_group()
     model.add_argument("--model", default="moonshine-tiny", help="zoo name, transformers dir or Hub id")
-    model.add_argument("--recipe", type=Path, help="recipe file (models/recipes/NAME.toml or a path)")
+    model.add_argument("--recipe", type=Path, help="recipe file: a .toml path or the name of a shipped recipe")
     model.add_argument("--checkpoint", type=Path, help="quantized checkpoint made by `edgeasr quantize`")
     model.add_argument("--bundle", type=Path, help="bundle directory or .edgeasr.tar made by `edgeasr export`")
     p.add_argument("--method", help="quantize --model with this method on first use (e.g. rtn, gptq, awq)")

@@ -383,7 +383,7 @@ def _bundle_engine(path: Path, options: ResolveOptions) -> Engine:
     try:
         backend = OnnxBackend.load(path, threads=options.threads)
     except CheckpointError as exc:
-        if cache_dir("bundles") in Path(path).resolve().parents:
+        if cache_dir("bundles").resolve() in Path(path).resolve().parents:
             raise CheckpointError(f"{exc}. It is a cache entry: delete it (rm -r {path}) and run again to export it "
                                   "afresh") from exc
         raise

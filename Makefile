@@ -59,7 +59,7 @@ aarch64-check: zoo
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq qemu-user-static debootstrap >/dev/null; fi
 	$(SUDO) scripts/aarch64_check.sh
 
-STREAM_MODELS := $(foreach m,moonshine-tiny moonshine-base whisper-tiny.en,$(m) $(m)@rtn-w8 $(m)@rtn-w4)
+STREAM_MODELS := $(foreach m,moonshine-tiny moonshine-base whisper-tiny.en,$(m) $(m):rtn:8 $(m):rtn:4)
 
 # Timings first (they want an idle machine), then the study sweep stage by stage (resumable), then tables.
 bench: zoo

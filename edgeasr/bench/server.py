@@ -96,16 +96,14 @@ class ServerProcess:
     """`edgeasr-server` on 127.0.0.1 in a subprocess; bounded start-up wait."""
 
     def __init__(self, target: str, max_clients: int, options: "ServerBenchOptions") -> None:
-        from edgeasr.quant.recipe import Recipe
-        from edgeasr.resolver import parse_target
-
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         sock.close()
         self.token = secrets.token_hex(8)
         self.target = target
-        flag = ["--recipe" if isinstance(parse_target(target), Recipe) else "--model", target]
+        # --model takes recipes too (the resolver parses MODEL:METHOD:W_BITS), and loads nothing else.
+        flag = ["--model", target]
         cores = options.cores
         workers = options.workers or max(1, cores or os.cpu_count() or 1)
         cmd = [sys.executable, "-m", "edgeasr.server.app", "--host", "127.0.0.1", "--port", str(self.port), *flag,

@@ -46,6 +46,8 @@ ENGINES = ("auto", "bundle", "torch")
 """auto: the bundle where one can represent the recipe, else torch; bundle / torch: only that engine."""
 FP = "fp"
 """Method name front ends use for the unquantized model."""
+FP32_FRONT_END = 32
+"""`front_end_bits` of a bundle whose conv front end and position tables stay FP32."""
 PROVENANCE = "resolver.json"
 """Written next to `bundle.json` by the resolver: what the bundle was exported from and how."""
 CHECKPOINT_META = "quant.json"
@@ -171,8 +173,15 @@ def bundle_limitation(recipe: Recipe | None) -> str | None:
 
 def _export_settings(request: _Request, options: ResolveOptions) -> dict:
     head = 16 if request.recipe is None else options.head_bits
-    front_end = None if request.recipe is None else FRONT_END_BITS  # int8 conv / position tables (ExportOptions)
+    # int8 conv / position tables for quantized recipes (ExportOptions); FP models keep an FP32 front end,
+    # which bundle.json records as 32 (and bundles exported before the setting existed by leaving it out).
+    front_end = FP32_FRONT_END if request.recipe is None else FRONT_END_BITS
     return {"head_bits": head, "front_end_bits": front_end, "accuracy_level": options.accuracy_level}
+
+
+def _recorded(weights: dict, key: str):
+    """An export setting as `bundle.json` records it."""
+    return weights.get(key, FP32_FRONT_END if key == "front_end_bits" else None)
 
 
 def _bundle_json(entry: Path) -> dict:
@@ -226,7 +235,7 @@ def find_bundle(request: _Request, export: dict, source_sha: str | None) -> Path
     matches = []
     for entry, data in cached_bundles():
         weights = data.get("weights", {})
-        if not _same_target(data, request) or any(weights.get(k) != v for k, v in export.items()):
+        if not _same_target(data, request) or any(_recorded(weights, k) != v for k, v in export.items()):
             continue
         made_from = _provenance(entry).get("source_sha256")
         if source_sha and made_from and made_from != source_sha:
@@ -346,6 +355,7 @@ def _export(request: _Request, checkpoint: Path | None, export: dict) -> Path:
     from edgeasr.export import ExportOptions, export_bundle
 
     source_sha = _source_sha(request, checkpoint)
+    front_end = export["front_end_bits"]
     # The recipe is part of the key: two recipes can give the same weights (RTN ignores its calibration set).
     recipe = request.recipe.to_dict() if request.recipe is not None else None
     key = hashlib.sha256(json.dumps({"source_sha256": source_sha, "export": export, "recipe": recipe},
@@ -359,8 +369,8 @@ def _export(request: _Request, checkpoint: Path | None, export: dict) -> Path:
     log.info("exporting %s into the bundle cache (once)", request.label)
     try:
         export_bundle(staging, checkpoint=checkpoint, model_name=request.model if checkpoint is None else None,
-                      options=ExportOptions(head_bits=export["head_bits"], front_end_bits=export["front_end_bits"],
-                                           accuracy_level=export["accuracy_level"]))
+                      options=ExportOptions(head_bits=export["head_bits"], accuracy_level=export["accuracy_level"],
+                                            front_end_bits=front_end if front_end < 16 else None))
         (staging / PROVENANCE).write_text(json.dumps({
             "source": str(checkpoint.name if checkpoint is not None else request.model),
             "source_sha256": source_sha, "export": export}, indent=1))

@@ -39,10 +39,14 @@ def w4_engine():
 def private_bundles(tmp_path, monkeypatch, w4_engine) -> Path:
     """A bundle cache of its own holding a copy of the W4 bundle (checkpoints and models stay shared), so a
     test may damage, rename or archive it without touching the real cache."""
-    real = resolver.cache_dir
+    import edgeasr.paths
+
+    real = edgeasr.paths.cache_dir
     bundles = tmp_path / "bundles"
     bundles.mkdir()
-    monkeypatch.setattr(resolver, "cache_dir", lambda kind: bundles if kind == "bundles" else real(kind))
+    private = lambda kind: bundles if kind == "bundles" else real(kind)  # noqa: E731
+    monkeypatch.setattr(resolver, "cache_dir", private)
+    monkeypatch.setattr(edgeasr.paths, "cache_dir", private)  # where the runtime extracts archives
     shutil.copytree(w4_engine.backend.meta.directory, bundles / "copy")
     return bundles
 

@@ -62,14 +62,16 @@ def estimate(key: EngineKey, results_dir: Path) -> Estimate | None:
     if cells.empty:
         return None
     same = cells[(cells["model"] == key.model) & (cells["method"] == key.method)]
+    if "a_bits" in same:  # the demo's recipes keep 16-bit activations
+        same = same[same["a_bits"].fillna(16) >= 16]
     exact = same[same["w_bits"] == key.bits] if "w_bits" in same else same.iloc[0:0]
     chosen, which = (exact, f"W{key.bits}") if not exact.empty else (same, "all bit-widths")
     if chosen.empty:
         return None
     threads = chosen["threads"].dropna().unique() if "threads" in chosen else []
     on = f", {int(threads[0])} thread{'s' if threads[0] != 1 else ''}" if len(threads) == 1 else ""
-    basis = (f"median of {len(chosen)} study cell{'s' if len(chosen) != 1 else ''} "
-             f"({key.method} on {key.model}, {which}{on})")
+    basis = (f"median of {len(chosen)} study cell{'s' if len(chosen) != 1 else ''}: "
+             f"{key.method} on {key.model}, {which}{on}")
     return Estimate(float(chosen["quantize_seconds"].median()), basis)
 
 
@@ -79,5 +81,5 @@ def announce(key: EngineKey, results_dir: Path) -> str:
     if found is None:
         return ""
     mark = "⏳ " if found.slow else ""
-    return (f"{mark}{key.label} takes {duration(found.seconds)} to quantize the first time on this kind of "
-            f"machine ({found.basis}); it is cached afterwards.")
+    return (f"{mark}{key.label}: its first use quantizes it, {duration(found.seconds)} on this kind of machine "
+            f"({found.basis}), then exports the bundle; both are cached afterwards.")

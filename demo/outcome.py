@@ -8,6 +8,7 @@ import numpy as np
 
 from edgeasr.audio import voiced_seconds
 from edgeasr.engine import Engine
+from edgeasr.metrics.wer import normalize
 
 
 def voiced(engine: Engine, audio: np.ndarray) -> float:
@@ -24,9 +25,12 @@ def no_text_reason(engine: Engine, audio: np.ndarray, speech_seconds: float) -> 
     if speech_seconds < engine.guard.min_voiced_seconds:
         return f"(no speech detected: the voice detector found {speech_seconds:.2f} s of speech in this audio)"
     transcript = engine.transcribe(audio)
-    if transcript.text:
+    if normalize(transcript.text):
         return (f"(no line completed while streaming {speech_seconds:.1f} s of detected speech; decoded in one "
                 f"piece the model says: \"{transcript.text}\")")
+    if transcript.text:
+        return (f"(the model output no words on {speech_seconds:.1f} s of detected speech, only "
+                f"\"{transcript.text[:60]}\": this recipe fails on this audio, it is not silence)")
     dropped = next((s.dropped for s in transcript.segments if s.dropped), None)
     if dropped:
         return (f"(the model's output on {speech_seconds:.1f} s of detected speech was dropped by the "

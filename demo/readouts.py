@@ -156,6 +156,8 @@ def notes(columns: Sequence[Column]) -> str:
             lines.append(f"W{c.facts.w_bits} codes are stored in {container}-bit containers (the kernels pack 2, 4 "
                          f"or 8 bits), so W{c.facts.w_bits}'s weight memory equals W{container}'s; its effective "
                          f"bits count the {c.facts.w_bits}-bit codes.")
+        if c.facts.w_bits >= 16 and c.facts.kind == "bundle":
+            lines.append("The FP bundle itself stores fp32 weights, so its total size is about twice its FP16 weight memory.")
         if c.facts.kind == "torch":
             lines.append(TORCH_NOTE + (f" ({c.facts.kind_note})" if c.facts.kind_note else ""))
     return "\n\n".join(dict.fromkeys(lines))

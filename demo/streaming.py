@@ -49,6 +49,8 @@ class Transcriber:
     """Wall time the current stream's first sample was captured (None between streams)."""
     processed_seconds: float = 0.0
     """Audio of the current stream fed through the session so far."""
+    worst_lag: float | None = None
+    """Largest lag of the current (or the last) stream, in seconds; None before any stream."""
 
     @classmethod
     def start(cls, key: EngineKey, engine: Engine, options: SessionOptions | None = None) -> "Transcriber":
@@ -59,7 +61,7 @@ class Transcriber:
         audio = to_mono_float(samples)
         seconds = audio.size / rate
         if self.captured_from is None:
-            self.captured_from = time.perf_counter() - seconds
+            self.captured_from, self.worst_lag = time.perf_counter() - seconds, 0.0
         if rate != SAMPLE_RATE:
             if self.resampler is None or self.input_rate != rate:
                 self.input_rate, self.resampler = rate, soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
@@ -67,6 +69,7 @@ class Transcriber:
         if audio.size:
             self._apply(self.session.accept(audio))
         self.processed_seconds += seconds
+        self.worst_lag = max(self.worst_lag or 0.0, self.lag_seconds())
 
     def lag_seconds(self) -> float:
         """How far processing is behind the audio's capture: now minus the capture time of the newest

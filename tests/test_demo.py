@@ -249,6 +249,15 @@ def _shot(page, name: str) -> None:
         shutil.copy(ARTIFACTS / name, SCREENSHOTS / name)
 
 
+def _upload(page, audio: str, path: Path) -> None:
+    """Replace the player's audio with a file, as a user does: clear it (×), then drop the file in."""
+    clear = page.locator(f"{audio} button[aria-label=Clear]")
+    page.wait_for_selector(f"{audio} button[aria-label=Clear], {audio} input[type=file]", state="attached")
+    if clear.count():
+        clear.click()
+    page.locator(f"{audio} input[type=file]").set_input_files(str(path))
+
+
 def _choose(page, dropdown: str, option: str) -> None:
     page.locator(f"{dropdown} input").click()
     page.get_by_role("option", name=option, exact=True).click()
@@ -278,7 +287,7 @@ def test_upload_clears_reference_and_sample_reloads(page, own_clip):
 
     reference = page.locator("#ab-reference textarea")
     expect(reference).to_have_value(re.compile("Ever tried"))
-    page.locator("#ab-audio input[type=file]").set_input_files(str(own_clip))
+    _upload(page, "#ab-audio", own_clip)
     expect(reference).to_have_value("")
     expect(page.locator("#ab-notice")).to_contain_text("reference text was cleared")
     expect(page.locator("#ab-sample input")).to_have_value("(your own recording or upload)")
@@ -298,7 +307,7 @@ def test_not_audio_gets_one_message_then_comparison_works(page, tmp_path):
 
     not_audio = tmp_path / "notes.wav"
     not_audio.write_text("these are meeting notes, not audio\n" * 20)
-    page.locator("#ab-audio input[type=file]").set_input_files(str(not_audio))
+    _upload(page, "#ab-audio", not_audio)
     expect(page.locator("#ab-notice")).to_contain_text("could not be used as audio")
     body = page.locator("body").inner_text()
     assert body.count("could not be used as audio") == 1, "one message, no toast or dump next to it"
@@ -335,12 +344,16 @@ def test_w2_readouts_present_on_speech(page):
         assert _row(table_, title) != _row(table8, title), title
     _shot(page, "ab_fp_vs_w8.png")
 
+    # Before a slow recipe runs, the tab says how long its first use takes (from the study's records).
+    _choose(page, "#ab-b-method", "awq")
+    expect(page.locator("#ab-note-b")).to_contain_text(re.compile(r"AWQ W8A16: its first use quantizes it, about \d+"))
+
 
 def test_live_streams_an_upload_and_switch_resets_readouts(page, own_clip):
     from playwright.sync_api import expect
 
     page.get_by_role("tab", name="Live").click()
-    page.locator("#live-clip input[type=file]").set_input_files(str(own_clip))
+    _upload(page, "#live-clip", own_clip)
     page.locator("#live-play").click()
     readouts = page.locator("#live-readouts")
     expect(page.locator("#live-transcript")).to_contain_text(re.compile("best of times", re.I))

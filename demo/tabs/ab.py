@@ -133,10 +133,13 @@ def _side(name: str, default_model: str, method: str, bits: int, results_dir: Pa
         gr.Markdown(f"### {name}")
         with gr.Row():
             model = gr.Dropdown(model_choices(default_model), value=default_model, label="Model")
-            method_box = gr.Dropdown(method_choices(), value=method, label="Method (fp = unquantized, FP16)")
+            method_box = gr.Dropdown(method_choices(), value=method, label="Method (fp = unquantized, FP16)",
+                                     elem_id=f"ab-{name[0].lower()}-method")
         bits_box = gr.Radio(list(BIT_CHOICES), value=bits, elem_id=f"bits-{name[0].lower()}",
                             **bits_picker_props(method))
-        note = gr.Markdown(recipe_note(default_model, method, bits, results_dir), elem_id=f"ab-note-{name[0].lower()}")
+        # A callable value is evaluated on every page load, so the note sees engines warmed up meanwhile.
+        note = gr.Markdown(partial(recipe_note, default_model, method, bits, results_dir),
+                           elem_id=f"ab-note-{name[0].lower()}")
         method_box.change(lambda m: gr.update(**bits_picker_props(m)), method_box, bits_box)
         pickers = [model, method_box, bits_box]
         for picker in pickers:

@@ -57,13 +57,20 @@ def readouts_for(key: EngineKey, state: Transcriber | None) -> str:
 
 
 def lag_line(state: Transcriber | None) -> str:
-    if state is None or state.captured_from is None:
+    """How far processing is behind real time now (while streaming) or was at worst (the last stream)."""
+    if state is None or state.worst_lag is None:
         return ""
+    if state.captured_from is None:
+        worst = state.worst_lag
+        if worst < LAG_WARNING_SECONDS:
+            return f"Last stream: processing kept up with real time (at most {worst:.1f} s behind the audio)."
+        return (f"⚠️ Last stream: processing fell up to **{worst:.1f} s behind real time** (this CPU decoded "
+                "slower than the audio arrived; partials were skipped to catch up).")
     lag = state.lag_seconds()
     if lag < LAG_WARNING_SECONDS:
         return f"Keeping up with real time (processing {lag:.1f} s behind the audio)."
-    return (f"⚠️ Processing is **{lag:.1f} s behind real time**: this CPU decodes slower than you speak right "
-            "now (a final decode or another session is running); partials are skipped until it catches up.")
+    return (f"⚠️ Processing is **{lag:.1f} s behind real time**: this CPU decodes slower than the audio arrives "
+            "right now (a final decode or another session is running); partials are skipped until it catches up.")
 
 
 def prepare(model: str, method: str, bits: int, state: Transcriber | None,

@@ -78,15 +78,6 @@ def get_engine(key: EngineKey, progress: Progress | None = None) -> Engine:
         return engine
 
 
-def warm_up(keys: list[EngineKey]) -> None:
-    """Load engines ahead of the first click (run in a background thread at start-up)."""
-    for key in keys:
-        try:
-            get_engine(key)
-        except Exception:  # noqa: BLE001 - a failed warm-up only means the first click loads it
-            log.warning("warm-up of %s failed; it will load on first use", key.label, exc_info=True)
-
-
 def bits_picker_props(method: str) -> dict:
     """The bit picker only means something for a quantization method: grey it out (and say so) for FP."""
     return {"interactive": method != FP, "label": "Weight bits" if method != FP else "Weight bits (unused by fp)"}

@@ -1,4 +1,5 @@
-"""The Study tab's figure: per model, WER against weight bits and against stored weight memory.
+"""The Study tab's figure: per model, WER against weight bits and against memory (the bundle's total bytes
+when the rows record them, else stored weight memory).
 
 Colour = method (one legend for the whole figure), marker = weight bits in the memory panel, hollow
 squares = 8-bit activations in the bits panel; axis titles in words; both axes span every point. WER
@@ -30,6 +31,15 @@ def _wer_axis(ax, top: float) -> None:
     ax.grid(True, alpha=0.3)
 
 
+def _memory_axis(rows: pd.DataFrame) -> tuple[str | None, str]:
+    """Total bytes (every file of the bundle) once every row records them, else stored weight memory."""
+    if "total_mb" in rows and rows["total_mb"].notna().all():
+        return "total_mb", "Model size, total (MB, every file of the bundle)"
+    if "weight_mb" in rows:
+        return "weight_mb", "Stored weight memory (MB; FP counted at 16 bits)"
+    return None, ""
+
+
 def _usable(table: pd.DataFrame) -> pd.DataFrame:
     """Rows with a WER, weight bits and a model; refused or failed cells left out."""
     need = {"model", "method", "w_bits", "wer_percent"}
@@ -50,7 +60,7 @@ def study_figure(table: pd.DataFrame, dataset: str) -> Figure | None:
     methods = [m for m in dict.fromkeys(rows["method"]) if m != FP]
     palette = colormaps["tab10"]
     colours = {m: palette(i % 10) for i, m in enumerate(methods)}
-    memory = "weight_mb" if "weight_mb" in rows else None
+    memory, memory_label = _memory_axis(rows)
     top = float(rows["wer_percent"].max())
     fig = Figure(figsize=(11, 3.1 * len(models) + 0.9))
     axes = fig.subplots(len(models), 2, squeeze=False)
@@ -84,7 +94,7 @@ def study_figure(table: pd.DataFrame, dataset: str) -> Figure | None:
             if not values.empty:
                 span = float(values.max() - values.min()) or 1.0
                 mem_ax.set_xlim(float(values.min()) - 0.06 * span, float(values.max()) + 0.06 * span)
-            mem_ax.set_xlabel("Stored weight memory (MB; FP counted at 16 bits)")
+            mem_ax.set_xlabel(memory_label)
     handles = [Line2D([], [], color=colours[m], marker="o", label=m) for m in methods]
     handles.append(Line2D([], [], color="black", linestyle=":", label="FP (FP16) WER"))
     handles.append(Line2D([], [], color="grey", marker="s", markerfacecolor="none", linestyle="none",

@@ -64,7 +64,8 @@ def build(results_dir: Path) -> None:
     caption, table, figure, rows, plots = render(results, datasets[0] if datasets else None, None, None)
     notes = gr.Markdown(caption, elem_id="study-summary")
     summary_box = gr.Dataframe(table, label="WER (%) by method and bit-width", max_height=460, elem_id="study-table")
-    figure_box = gr.Plot(figure, label="WER vs weight bits and vs stored weight memory", elem_id="study-plot")
+    gr.Markdown("**WER against weight bits (left) and against memory (right), per model**")
+    figure_box = gr.Plot(figure, show_label=False, elem_id="study-plot")
     with gr.Accordion(f"All result rows ({len(results.table)})", open=False):
         rows_box = gr.Dataframe(rows, wrap=True, max_height=500)
     with gr.Accordion("Full reports of the sweep and the benchmarks", open=False):

@@ -24,7 +24,7 @@ from edgeasr.quant.methods.quarot import rotate_fp, rotate_residual_stream
 from edgeasr.registry import fetch_package, find_file
 from edgeasr.zoo import fetch
 from edgeasr.zoo.catalog import MOONSHINE_VOICE
-from quant_support import fp_backend, held_out_clips, output_error, quantized
+from quant_support import QUICK_CALIBRATION, fp_backend, held_out_clips, output_error, quantized
 
 MODEL = "moonshine-tiny"
 
@@ -120,6 +120,16 @@ def test_w4_activation_quant_beats_rtn(a_bits):
     err_quarot = output_error(fp, q)
     err_rtn = output_error(fp, quantized(MODEL, "rtn", 4, a_bits))
     assert err_quarot < (0.9 if a_bits == 8 else 0.7) * err_rtn, (err_quarot, err_rtn)
+
+
+def test_gptq_runs_on_the_shared_walk_and_beats_rtn(caplog):
+    """GPTQ on the rotated basis takes its Hessians from the shared walk (so a thin calibration set is warned
+    about, as for GPTQ itself) and lands closer to FP than rounding the rotated weights at W3."""
+    fp = fp_backend(MODEL)
+    with caplog.at_level("WARNING", logger="edgeasr.quant.methods._hessian"):
+        gptq = quantized(MODEL, "quarot", 3, calibration=QUICK_CALIBRATION, weight_method="gptq")
+    assert "rank-deficient" in caplog.text
+    assert output_error(fp, gptq) < output_error(fp, quantized(MODEL, "quarot", 3))
 
 
 def test_unsupported_options_are_refused():

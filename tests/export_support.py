@@ -102,14 +102,21 @@ def assert_bundle_holds_codes(model: torch.nn.Module, bundle: Path) -> None:
     for name, layer in layers.items():
         record = meta["weights"]["layers"][name]
         graph, node = inits[record["graph"]], record["node"]
-        data, scales = graph[f"{node}.B"], graph[f"{node}.scales"]
-        packed = PackedWeight(record["bits"], record["storage_bits"], record["block_size"], record["k"], record["n"],
-                              data, scales.reshape(record["n"], -1), np.zeros(0, np.uint8))
-        assert np.array_equal(unpack(packed), layer.codes.numpy()), name
+        # A ragged last group is a kernel of its own ("{node}.tail"): read both and join them.
+        kernels = [(node, record["k"], record["block_size"])]
+        if record.get("tail"):
+            kernels.append((f"{node}.tail", record["tail"]["k"], record["tail"]["block_size"]))
+        codes, scales, zeros = [], [], []
+        for prefix, k, block in kernels:
+            scale = graph[f"{prefix}.scales"].reshape(record["n"], -1)
+            codes.append(unpack(PackedWeight(record["bits"], record["storage_bits"], block, k, record["n"],
+                                             graph[f"{prefix}.B"], scale, np.zeros(0, np.uint8))))
+            scales.append(scale)
+            zeros.append(unpack_rows(graph[f"{prefix}.zero_points"], record["storage_bits"], record["n"], scale.shape[1]))
+        assert np.array_equal(np.concatenate(codes, axis=1), layer.codes.numpy()), name
         # fp16 as stored; the layer's scales are fp16 numbers, so the widened values are its own
-        assert np.array_equal(scales.astype(np.float32).reshape(layer.scale.shape), layer.scale.numpy()), name
-        zeros = unpack_rows(graph[f"{node}.zero_points"], record["storage_bits"], record["n"], layer.zero.shape[1])
-        assert np.array_equal(zeros, layer.zero.numpy()), name
+        assert np.array_equal(np.concatenate(scales, axis=1).astype(np.float32), layer.scale.numpy()), name
+        assert np.array_equal(np.concatenate(zeros, axis=1), layer.zero.numpy()), name
 
 
 class GraphIndex:
@@ -126,12 +133,22 @@ class GraphIndex:
         self.initializers = {t.name for t in self.graph.initializer}
 
     def kernel(self, node_path: str) -> onnx.NodeProto:
-        """The MatMulNBits the exporter made for the stand-in at `node_path` (named by the rewrite)."""
-        return self.by_name[f"{node_path}.matmul_nbits"]
+        """The MatMulNBits the exporter made for the stand-in at `node_path` (named by the rewrite); for a layer
+        split at a ragged last group, the Add of its two kernels stands for it (its input: the main kernel's)."""
+        kernel = self.by_name[f"{node_path}.matmul_nbits"]
+        total = self.by_name.get(f"{node_path}.ragged_sum")
+        if total is None:
+            return kernel
+        joined = onnx.NodeProto()
+        joined.CopyFrom(total)
+        del joined.input[:]
+        joined.input.extend([self.producer[kernel.input[0]].input[0]])  # the layer's input, before the Slice
+        return joined
 
     def kernel_bits(self, node_path: str) -> int:
         """The container width MatMulNBits unpacks for that layer (its `bits` attribute)."""
-        return next(helper.get_attribute_value(a) for a in self.kernel(node_path).attribute if a.name == "bits")
+        kernel = self.by_name[f"{node_path}.matmul_nbits"]
+        return next(helper.get_attribute_value(a) for a in kernel.attribute if a.name == "bits")
 
     def upstream(self, tensor: str, hops: int) -> list[onnx.NodeProto]:
         """Nodes computing `tensor`, at most `hops` nodes back."""

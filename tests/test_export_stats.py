@@ -113,3 +113,26 @@ def test_the_graph_computes_the_layers_scales_bit_exactly(make):
         assert not any(t.data_type == TensorProto.FLOAT and "scale" in n for n, t in stored.items())
     else:
         assert stored["fc.scales"].data_type == TensorProto.FLOAT16
+
+
+def test_a_ragged_last_group_is_a_kernel_of_its_own():
+    """K = 80 in groups of 32: blocks of 32 over 64 columns and a 16-wide tail, no zero-padded columns;
+    the bytes are what metrics.bits says and the output is the layer's."""
+    from edgeasr.export.rewrite import _kernel_nodes
+
+    gen = torch.Generator().manual_seed(2)
+    layer = QuantLinear.from_codes(torch.randint(0, 16, (24, 80), generator=gen, dtype=torch.uint8),
+                                   torch.rand(24, 3, generator=gen) / 10 + 0.01, torch.full((24, 3), 8.0), None,
+                                   QuantSpec(4, group_size=32), FP)
+    packed = next(iter(_pack_layers(torch.nn.Sequential(layer)).values()))
+    assert (packed.k, packed.block_size, packed.tail.k, packed.tail.block_size) == (64, 32, 16, 16)
+    assert packed.nbytes == layer.weight_bytes()
+    inits, prelude = [], []
+    nodes = _kernel_nodes("fc", packed, "x", "y", 0, inits, prelude)
+    graph = helper.make_graph(prelude + nodes, "ragged", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 80])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 24])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(MS_DOMAIN, 1)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((2, 80)).astype(np.float32)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ layer.dequantized_weight().numpy().T,
+                               rtol=1e-4, atol=1e-4)

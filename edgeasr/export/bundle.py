@@ -89,6 +89,7 @@ def _layer_report(model, packed: dict[int, PackedWeight]) -> dict[str, dict]:
             p = packed[id(m)]
             report[name] = {"bits": p.code_bits, "storage_bits": p.bits, "block_size": p.block_size, "k": p.k,
                             "n": p.n, "a_bits": m.a_spec.bits, "packed_bytes": p.nbytes,
+                            "tail": None if p.tail is None else {"k": p.tail.k, "block_size": p.tail.block_size},
                             "effective_bits": m.storage_bits().to_dict(),
                             "scale_stats": None if p.scale_stats is None else
                             {"bits": p.scale_stats.bits, "rows": p.scale_stats.rows, "bytes": p.scale_stats.nbytes},

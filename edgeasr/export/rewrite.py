@@ -44,13 +44,7 @@ def rewrite_graph(model: onnx.ModelProto, packed: dict[str, PackedWeight | None]
                 nodes.append(node)
                 continue
             drop.add(node.input[1])
-            inits, extra_nodes, inputs = kernel_inputs(layer, weight)
-            new_inits += inits
-            prelude += extra_nodes
-            nodes.append(helper.make_node(
-                "MatMulNBits", [node.input[0], *inputs], list(node.output), name=f"{layer}.matmul_nbits",
-                domain=MS_DOMAIN, K=weight.k, N=weight.n, bits=weight.bits, block_size=weight.block_size,
-                accuracy_level=accuracy_level))
+            nodes += _kernel_nodes(layer, weight, node.input[0], node.output[0], accuracy_level, new_inits, prelude)
         elif table is not None and HEAD in packed:
             done.add(table)
             drop.add(node.input[0])
@@ -72,6 +66,31 @@ def packed_initializers(layer: str, weight: PackedWeight) -> list[onnx.TensorPro
     return [numpy_helper.from_array(weight.data, f"{layer}.B"),
             numpy_helper.from_array(weight.scales.reshape(-1), f"{layer}.scales"),
             numpy_helper.from_array(weight.packed_zero_points().reshape(-1), f"{layer}.zero_points")]
+
+
+def _kernel_nodes(layer: str, weight: PackedWeight, x: str, y: str, accuracy_level: int,
+                  new_inits: list[onnx.TensorProto], prelude: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    """MatMulNBits for `weight` (x → y); with a ragged tail, one kernel per column range and their sum."""
+    def kernel(name: str, w: PackedWeight, source: str, target: str) -> onnx.NodeProto:
+        inits, extra, inputs = kernel_inputs(name, w)
+        new_inits.extend(inits)
+        prelude.extend(extra)
+        return helper.make_node("MatMulNBits", [source, *inputs], [target], name=f"{name}.matmul_nbits",
+                                domain=MS_DOMAIN, K=w.k, N=w.n, bits=w.bits, block_size=w.block_size,
+                                accuracy_level=accuracy_level)
+
+    if weight.tail is None:
+        return [kernel(layer, weight, x, y)]
+    tail = f"{layer}.tail"
+    bounds = {"start": 0, "split": weight.k, "end": weight.k_total, "axis": -1}
+    new_inits.extend(numpy_helper.from_array(np.array([v], np.int64), f"{layer}.cols_{k}") for k, v in bounds.items())
+    return [helper.make_node("Slice", [x, f"{layer}.cols_start", f"{layer}.cols_split", f"{layer}.cols_axis"],
+                             [f"{layer}.x_main"]),
+            helper.make_node("Slice", [x, f"{layer}.cols_split", f"{layer}.cols_end", f"{layer}.cols_axis"],
+                             [f"{tail}.x"]),
+            kernel(layer, weight, f"{layer}.x_main", f"{layer}.y_main"),
+            kernel(tail, weight.tail, f"{tail}.x", f"{tail}.y"),
+            helper.make_node("Add", [f"{layer}.y_main", f"{tail}.y"], [y], name=f"{layer}.ragged_sum")]
 
 
 def kernel_inputs(layer: str, weight: PackedWeight) -> tuple[list[onnx.TensorProto], list[onnx.NodeProto], list[str]]:
@@ -162,19 +181,34 @@ def _lookup_nodes(node: onnx.NodeProto, head: PackedWeight | None, new_inits: li
         cols = f"{out}.cols"
         return [helper.make_node("Gather", [f"{HEAD}.{MARKER}", ids], [cols], axis=1),
                 helper.make_node("Transpose", [cols], [out], perm=[1, 2, 0])]
-    # Blocks as a third axis: the packed head bytes [vocab, blocks, bytes] are the table itself.
-    scales3, zeros3, blocks = f"{HEAD}.scales3", f"{HEAD}.zero_points3", f"{out}.blocks"
-    # The head's MatMulNBits already widened its fp16 scales (the decoder graph holds both users).
-    shape3, shape = f"{HEAD}.shape3", f"{out}.shape"
+    if head.tail is None:
+        return _lookup_part(HEAD, head, ids, out, new_inits)
+    parts = [f"{out}.main", f"{out}.tail"]
+    return (_lookup_part(HEAD, head, ids, parts[0], new_inits)
+            + _lookup_part(f"{HEAD}.tail", head.tail, ids, parts[1], new_inits)
+            + [helper.make_node("Concat", parts, [out], axis=-1)])
+
+
+def _lookup_part(name: str, head: PackedWeight, ids: str, out: str, new_inits: list[onnx.TensorProto]) -> list[onnx.NodeProto]:
+    """Rows of one packed kernel (`name`) as [batch, tokens, k]: its blocks as a third axis."""
+    # The packed bytes [vocab, blocks, bytes] are the table itself; the kernel's fp16 scales, widened once.
+    scales3, zeros3, blocks = f"{name}.scales3", f"{name}.zero_points3", f"{out}.blocks"
+    shape3, shape = f"{name}.shape3", f"{out}.shape"
     # One zero point per (row, block) along a quantize axis of one element: each in its own byte.
     new_inits += [numpy_helper.from_array(head.zero_points[..., None].astype(np.uint8), zeros3),
                   numpy_helper.from_array(np.array([head.n, head.n_blocks, 1], dtype=np.int64), shape3),
-                  numpy_helper.from_array(np.array([0, 0, head.k], dtype=np.int64), shape)]
-    return [helper.make_node("Reshape", [f"{HEAD}.scales_f32", shape3], [scales3]),  # the head's scales, viewed 3-D
-            helper.make_node("GatherBlockQuantized", [f"{HEAD}.B", ids, scales3, zeros3], [blocks],
-                             domain=MS_DOMAIN, bits=head.bits, block_size=head.block_size, gather_axis=0,
-                             quantize_axis=2),
-            helper.make_node("Reshape", [blocks, shape], [out])]
+                  numpy_helper.from_array(np.array([0, 0, head.n_blocks * head.block_size], dtype=np.int64), shape)]
+    nodes = [helper.make_node("Reshape", [f"{name}.scales_f32", shape3], [scales3]),
+             helper.make_node("GatherBlockQuantized", [f"{name}.B", ids, scales3, zeros3], [blocks],
+                              domain=MS_DOMAIN, bits=head.bits, block_size=head.block_size, gather_axis=0,
+                              quantize_axis=2)]
+    if head.n_blocks * head.block_size == head.k:
+        return nodes + [helper.make_node("Reshape", [blocks, shape], [out])]
+    cut = [numpy_helper.from_array(np.array([v], np.int64), f"{name}.cut_{k}") for k, v in
+           (("start", 0), ("end", head.k), ("axis", -1))]
+    new_inits += cut
+    return nodes + [helper.make_node("Reshape", [blocks, shape], [f"{out}.padded"]),
+                    helper.make_node("Slice", [f"{out}.padded", *(t.name for t in cut)], [out])]
 
 
 def check_complete(expected: dict[int, PackedWeight], done: set[int], names: dict[int, str]) -> None:

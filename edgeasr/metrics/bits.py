@@ -10,7 +10,7 @@ Two views of the same layer, both from counts only (no torch, so a bundle's reco
   not weights of the grid and are left out; so is an online rotation that is computed, not stored.
 * **Bundle bytes** (`bundle_layer_bytes`) — what an exported bundle holds for the layer: codes in the
   kernel's container width (2, 4 or 8 bits; 3-bit codes sit in 4-bit containers), K padded to whole
-  blocks, fp16 scales, zero points packed at the container width (MatMulNBits always reads them), an
+  blocks (a ragged last group is a kernel of its own, padded to a power of two ≥ 16), fp16 scales, zero points packed at the container width (MatMulNBits always reads them), an
   fp32 bias, fp32 per-channel extras, and SpQR's statistics as 4-bit containers plus fp16 pairs.
 
 A model's effective bits are Σ bits / Σ weights over its quantized layers (`effective_bits`).
@@ -133,18 +133,24 @@ def block_size_for(group_width: int, k: int) -> int:
     return max(16, 1 << (k - 1).bit_length())
 
 
+def _kernel_bytes(out: int, k: int, group_width: int, width: int, stats: StatCodes | None) -> int:
+    """Codes, scales and zero points of one MatMulNBits kernel over K = k (a ragged last group: its own kernel)."""
+    if group_width < k and k % group_width:
+        main = k - k % group_width
+        return _kernel_bytes(out, main, group_width, width, stats) + _kernel_bytes(out, k - main, group_width, width, stats)
+    block = block_size_for(group_width, k)
+    blocks = -(-k // block)
+    scales = stats.bundle_bytes(out, blocks) if stats else out * blocks * SCALE_BITS // 8
+    return out * blocks * block * width // 8 + scales + out * math.ceil(blocks * width / 8)
+
+
 def bundle_layer_bytes(g: GridLayout) -> int:
     """Bytes an exported bundle holds for one quantized layer (see the module docstring)."""
     out, k = g.out_features, g.in_features
-    width = storage_bits(g.bits)
-    block = block_size_for(g.group_width, k)
-    blocks = -(-k // block)
-    codes = out * blocks * block * width // 8
-    scales = g.scale_stats.bundle_bytes(out, blocks) if g.scale_stats else out * blocks * SCALE_BITS // 8
-    zeros = out * math.ceil(blocks * width / 8)
+    kernel = _kernel_bytes(out, k, g.group_width, storage_bits(g.bits), g.scale_stats)
     extras = (g.n_fp_channels * (out + 2) * FP32_BYTES  # FP columns + int64 channel index
               + g.n_channel_vectors * k * FP32_BYTES + (out * FP32_BYTES if g.bias else 0))
-    return codes + scales + zeros + g.n_sparse * SPARSE_ENTRY_BITS // 8 + extras
+    return kernel + g.n_sparse * SPARSE_ENTRY_BITS // 8 + extras
 
 
 def effective_bits(layers: list[LayerBits]) -> float | None:
@@ -154,8 +160,8 @@ def effective_bits(layers: list[LayerBits]) -> float | None:
 
 
 def head_layout(vocab: int, width: int, bits: int, block: int = DEFAULT_HEAD_BLOCK) -> GridLayout:
-    """The packed head's grid: min/max per block, the block a power of two dividing the width."""
-    return GridLayout(vocab, width, bits, min(block, width & -width))
+    """The packed head's grid: min/max per block (`export.packing.pack_table`)."""
+    return GridLayout(vocab, width, bits, min(block, 1 << (width.bit_length() - 1)))
 
 
 def row_int8_bytes(rows: int, elements: int) -> int:

@@ -128,7 +128,9 @@ def _render(reference: str, done: list[tuple[Transcriber, Column, str]], status:
             _diff_against(reference, b[0], a) if b else [], text, status)
 
 
-def _side(name: str, default_model: str, method: str, bits: int, results_dir: Path) -> list[gr.components.Component]:
+def _side(name: str, default_model: str, method: str, bits: int,
+          results_dir: Path) -> tuple[list[gr.components.Component], gr.Markdown]:
+    """One side's pickers (model, method, bits) and the note under them."""
     with gr.Column():
         gr.Markdown(f"### {name}")
         with gr.Row():
@@ -144,7 +146,7 @@ def _side(name: str, default_model: str, method: str, bits: int, results_dir: Pa
         pickers = [model, method_box, bits_box]
         for picker in pickers:
             picker.change(lambda *v: recipe_note(*v, results_dir), pickers, note, show_progress="hidden")
-    return pickers
+    return pickers, note
 
 
 def build(default_model: str, results_dir: Path) -> None:
@@ -167,8 +169,8 @@ def build(default_model: str, results_dir: Path) -> None:
             notice = gr.Markdown(SAMPLE_NOTE.format(name=first.id) if first else NEW_AUDIO_NOTE,
                                  elem_id="ab-notice")
     with gr.Row():
-        side_a = _side("A", default_model, FP, 8, results_dir)
-        side_b = _side("B", default_model, "rtn", 4, results_dir)
+        side_a, note_a = _side("A", default_model, FP, 8, results_dir)
+        side_b, note_b = _side("B", default_model, "rtn", 4, results_dir)
     run = gr.Button("Compare A and B", variant="primary", elem_id="ab-run")
     status = gr.Markdown(elem_id="ab-status")
     with gr.Row():
@@ -186,4 +188,6 @@ def build(default_model: str, results_dir: Path) -> None:
     for event in (audio.upload, audio.stop_recording):
         event(new_audio, audio, [audio, sample, reference, notice])
     run.click(partial(compare, results_dir=results_dir), [audio, reference, *side_a, *side_b],
-              [text_a, diff_a, text_b, diff_b, readouts, status], show_progress="hidden")
+              [text_a, diff_a, text_b, diff_b, readouts, status], show_progress="hidden").then(
+        lambda *v: (recipe_note(*v[:3], results_dir), recipe_note(*v[3:], results_dir)), [*side_a, *side_b],
+        [note_a, note_b], show_progress="hidden")

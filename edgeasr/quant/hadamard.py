@@ -121,6 +121,7 @@ def _paley(m: int) -> torch.Tensor:
 
 
 # ---- the split of a width --------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)  # asked on every forward of a rotated layer
 def hadamard_factors(n: int) -> tuple[int, int]:
     """(m, 2ᵏ) with n = m · 2ᵏ and m the smallest supported Hadamard block (1 for a power of two)."""
     if n < 1:

@@ -3,6 +3,8 @@ survive the checkpoint's state dict and the bundle's graph bit-exactly."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -136,3 +138,37 @@ def test_a_ragged_last_group_is_a_kernel_of_its_own():
     x = np.random.default_rng(1).standard_normal((2, 80)).astype(np.float32)
     np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ layer.dequantized_weight().numpy().T,
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_the_lookup_reads_the_heads_own_storage(bits):
+    """Token rows of a 288-wide table (blocks of 64 and a 32-wide tail) from the head's packed bytes, scales and
+    zero points (stored once, shared with its MatMulNBits): the dequantized rows exactly."""
+    from edgeasr.export.packing import pack_table
+    from edgeasr.export.rewrite import HEAD, _lookup_nodes
+
+    table = torch.randn(100, 288, generator=torch.Generator().manual_seed(3))
+    head = pack_table(table, bits, 64)
+    inits, prelude = [], []
+    for name, part in ((HEAD, head), (f"{HEAD}.tail", head.tail)):
+        part_inits, part_nodes, _ = kernel_inputs(name, part)
+        inits += part_inits
+        prelude += part_nodes
+    gather = helper.make_node("Gather", ["table", "ids"], ["rows"])
+    nodes = _lookup_nodes(gather, head, inits)
+    graph = helper.make_graph(prelude + nodes, "lookup", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])],
+                              [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [1, 3, 288])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(MS_DOMAIN, 1)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ids = np.array([[0, 41, 99]])
+    rows = session.run(None, {"ids": ids})[0]
+
+    def dequantized(p):
+        from edgeasr.export.packing import unpack
+        codes = np.pad(unpack(replace(p, tail=None)), ((0, 0), (0, p.n_blocks * p.block_size - p.k)))
+        w = (codes.reshape(p.n, p.n_blocks, -1) - p.zero_points[..., None].astype(np.float32)) * p.scales[..., None]
+        return w.reshape(p.n, -1)[:, : p.k]
+
+    expected = np.concatenate([dequantized(head), dequantized(head.tail)], axis=1)[ids[0]]
+    np.testing.assert_array_equal(rows[0], expected.astype(np.float32))
+    assert not any("zero_points3" in t.name for t in inits)  # no second copy of the zero points on disk

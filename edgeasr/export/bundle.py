@@ -119,6 +119,8 @@ def _write_graph(spec, name: str, key: str, directory: Path, packed_by_id: dict[
     # bytes, and this machine's paths): a deployed graph needs none of it.
     for node in model.graph.node:
         del node.metadata_props[:]
+        if node.name.startswith("node_"):  # the exporter's generated names; ours name the layer they run
+            node.name = ""
     del model.graph.value_info[:]  # intermediate shape annotations: ONNX Runtime infers them at load
     # Weights in a side file: ONNX Runtime maps it instead of copying it onto the heap.
     onnx.save(model, directory / f"{name}.onnx", save_as_external_data=True, location=f"{name}.onnx.data",
@@ -213,7 +215,7 @@ def export_bundle(out: Path, checkpoint: Path | None = None, model_name: str | N
         data["sizes"]["file_bytes"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         data["files"], data["content_hash"] = files, content_hash(files)
-        (tmp / META).write_text(json.dumps(data, indent=1, default=str))
+        (tmp / META).write_text(json.dumps(data, separators=(",", ":"), default=str))
     if options.archive:
         write_archive(out)
     return out

@@ -122,12 +122,7 @@ def stat_nodes(prefix: str, stats: ScaleStats, n: int) -> tuple[list[onnx.Tensor
              const("axis0", np.array([0], np.int64)), const("flat", np.array([-1], np.int64))]
     t = lambda name: f"{prefix}.{name}"
     op = helper.make_node
-    nodes = [op("Cast", [t("codes")], [t("i32")], to=onnx.TensorProto.INT32),
-             op("Mod", [t("i32"), t("sixteen")], [t("low")]),  # element 2i sits in the low nibble
-             op("Div", [t("i32"), t("sixteen")], [t("high")]),
-             op("Unsqueeze", [t("low"), t("flat")], [t("low3")]),
-             op("Unsqueeze", [t("high"), t("flat")], [t("high3")]),
-             op("Concat", [t("low3"), t("high3")], [t("pairs")], axis=-1),
+    nodes = [*_nibble_nodes(prefix, t("codes")),
              op("Reshape", [t("pairs"), t("pairs_shape")], [t("wide")]),
              op("Slice", [t("wide"), t("starts"), t("ends"), t("axis")], [t("codes2")]),
              op("Cast", [t("codes2")], [t("codes_f")], to=onnx.TensorProto.FLOAT),
@@ -140,6 +135,19 @@ def stat_nodes(prefix: str, stats: ScaleStats, n: int) -> tuple[list[onnx.Tensor
              op("Slice", [t("values"), t("starts"), t("rows_end"), t("axis0")], [t("rows")]),
              op("Reshape", [t("rows"), t("flat")], [t("values_flat")])]
     return inits, nodes, t("values_flat")
+
+
+def _nibble_nodes(prefix: str, packed: str) -> list[onnx.NodeProto]:
+    """Two 4-bit values per byte (element 2i in the low nibble) → int32 `{prefix}.pairs` [..., bytes, 2].
+    Needs the initializers `{prefix}.sixteen` (int32 16) and `{prefix}.flat` (int64 [-1])."""
+    t = lambda name: f"{prefix}.{name}"
+    op = helper.make_node
+    return [op("Cast", [packed], [t("i32")], to=onnx.TensorProto.INT32),
+            op("Mod", [t("i32"), t("sixteen")], [t("low")]),
+            op("Div", [t("i32"), t("sixteen")], [t("high")]),
+            op("Unsqueeze", [t("low"), t("flat")], [t("low3")]),
+            op("Unsqueeze", [t("high"), t("flat")], [t("high3")]),
+            op("Concat", [t("low3"), t("high3")], [t("pairs")], axis=-1)]
 
 
 def quantize_initializers(model: onnx.ModelProto, names: set[str]) -> dict[str, int]:
@@ -194,14 +202,28 @@ def _lookup_part(name: str, head: PackedWeight, ids: str, out: str, new_inits: l
     # The packed bytes [vocab, blocks, bytes] are the table itself; the kernel's fp16 scales, widened once.
     scales3, zeros3, blocks = f"{name}.scales3", f"{name}.zero_points3", f"{out}.blocks"
     shape3, shape = f"{name}.shape3", f"{out}.shape"
-    # One zero point per (row, block) along a quantize axis of one element: each in its own byte.
-    new_inits += [numpy_helper.from_array(head.zero_points[..., None].astype(np.uint8), zeros3),
-                  numpy_helper.from_array(np.array([head.n, head.n_blocks, 1], dtype=np.int64), shape3),
+    # One zero point per (row, block) along a quantize axis of one element, each in its own byte: unpacked
+    # at load from the kernel's packed zero points (stored once).
+    new_inits += [numpy_helper.from_array(np.array([head.n, head.n_blocks, 1], dtype=np.int64), shape3),
                   numpy_helper.from_array(np.array([0, 0, head.n_blocks * head.block_size], dtype=np.int64), shape)]
-    nodes = [helper.make_node("Reshape", [f"{name}.scales_f32", shape3], [scales3]),
-             helper.make_node("GatherBlockQuantized", [f"{name}.B", ids, scales3, zeros3], [blocks],
-                              domain=MS_DOMAIN, bits=head.bits, block_size=head.block_size, gather_axis=0,
-                              quantize_axis=2)]
+    nodes = [helper.make_node("Reshape", [f"{name}.scales_f32", shape3], [scales3])]
+    if head.bits == 4:
+        z = f"{name}.zero_unpack"
+        new_inits += [numpy_helper.from_array(np.array(16, np.int32), f"{z}.sixteen"),
+                      numpy_helper.from_array(np.array([-1], np.int64), f"{z}.flat"),
+                      numpy_helper.from_array(np.array([head.n, -1], np.int64), f"{z}.rows"),
+                      *(numpy_helper.from_array(np.array([v], np.int64), f"{z}.{k}")
+                        for k, v in (("start", 0), ("end", head.n_blocks), ("axis", 1)))]
+        nodes += [*_nibble_nodes(z, f"{name}.zero_points"),
+                  helper.make_node("Reshape", [f"{z}.pairs", f"{z}.rows"], [f"{z}.wide"]),
+                  helper.make_node("Slice", [f"{z}.wide", f"{z}.start", f"{z}.end", f"{z}.axis"], [f"{z}.blocks"]),
+                  helper.make_node("Cast", [f"{z}.blocks"], [f"{z}.u8"], to=onnx.TensorProto.UINT8),
+                  helper.make_node("Reshape", [f"{z}.u8", shape3], [zeros3])]
+    else:  # 8-bit zero points are one per byte already
+        nodes.append(helper.make_node("Reshape", [f"{name}.zero_points", shape3], [zeros3]))
+    nodes.append(helper.make_node("GatherBlockQuantized", [f"{name}.B", ids, scales3, zeros3], [blocks],
+                                  domain=MS_DOMAIN, bits=head.bits, block_size=head.block_size, gather_axis=0,
+                                  quantize_axis=2))
     if head.n_blocks * head.block_size == head.k:
         return nodes + [helper.make_node("Reshape", [blocks, shape], [out])]
     cut = [numpy_helper.from_array(np.array([v], np.int64), f"{name}.cut_{k}") for k, v in

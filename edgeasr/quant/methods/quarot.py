@@ -16,11 +16,13 @@ This is exact in FP and gives the same outlier suppression (with `fold_norms` th
 activations are exactly those of a rotated residual stream), at the price of one online transform per linear.
 Folding the norms' affine (γ, β) into the readers first — required for a rotated residual stream — is
 optional here (`fold_norms`): on Moonshine it puts γ's channel outliers into the weights and measured
-worse at W4, so it is off by default.
+worse (moonshine-tiny W4A16 2.03 → 4.81 % WER, W3A16 41.6 → 108.7 %), so it is off by default. For the same
+reason the paper's fused residual-stream rotation (`residual`, which needs the fold) is an experiment, not
+the default: W4A16 5.55 %, W3A16 119 % (docs/quarot.md).
 
 Weights on the rotated basis are then rounded (RTN) or GPTQ-compensated through the shared walk of
-`_hessian` (the Hessian of the rotated inputs is Hᵀ·G·H, G that of the inputs as they arrive); activations are quantized per token (dynamic) or with a
-calibrated static scale, as the recipe says.
+`_hessian` (the Hessian of the rotated inputs is Hᵀ·G·H, G that of the inputs as they arrive); activations
+are quantized per token (dynamic) or with a calibrated static scale, as the recipe says.
 """
 
 from __future__ import annotations

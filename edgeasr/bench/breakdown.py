@@ -2,7 +2,9 @@
 
 A quantized decoder that emits end-of-text too soon shows up as a run of deletions at the end of the
 reference (the hypothesis stops, the speech goes on). `trailing_deletions` counts that run per clip
-from the word alignment of the normalised texts; deletions inside a clip are ordinary misses.
+from the word alignment of the normalised texts. A decoder that jumps over a sentence after a pause
+loses a run of words inside the clip: `skipped_words` counts every run of at least
+`EARLY_END_MIN_WORDS` deleted words, trailing or not.
 """
 
 from __future__ import annotations
@@ -31,11 +33,22 @@ def trailing_deletions(reference_norm: str, hypothesis_norm: str) -> int:
     return len(ref) - last
 
 
+def skipped_words(reference_norm: str, hypothesis_norm: str) -> int:
+    """Reference words in runs of at least `EARLY_END_MIN_WORDS` consecutive deletions (the whole
+    reference when the hypothesis is empty)."""
+    ref = reference_norm.split()
+    if not hypothesis_norm.split():
+        return len(ref) if len(ref) >= EARLY_END_MIN_WORDS else 0
+    chunks = jiwer.process_words(reference_norm, hypothesis_norm).alignments[0]
+    runs = [c.ref_end_idx - c.ref_start_idx for c in chunks if c.type == "delete"]
+    return sum(n for n in runs if n >= EARLY_END_MIN_WORDS)
+
+
 def breakdown(rows: list[dict]) -> dict:
     """Per-length reference words / deletions / errors and early-end counts over evaluation rows
     (`reference_norm`, `hypothesis_norm`, `audio_seconds` as `evaluate` writes them)."""
     buckets = {bucket_label(*b): {"utterances": 0, "words": 0, "deletions": 0, "errors": 0} for b in LENGTH_BUCKETS}
-    early_words = early_clips = 0
+    early_words = early_clips = skipped = 0
     for row in rows:
         ref, hyp = row["reference_norm"], row["hypothesis_norm"]
         if not ref.split():
@@ -49,9 +62,10 @@ def breakdown(rows: list[dict]) -> dict:
         cell["words"] += len(ref.split())
         cell["deletions"] += deletions
         cell["errors"] += errors
+        skipped += skipped_words(ref, hyp)
         trail = trailing_deletions(ref, hyp)
         if trail >= EARLY_END_MIN_WORDS:
             early_words += trail
             early_clips += 1
     return {"by_length": {k: v for k, v in buckets.items() if v["utterances"]},
-            "early_end_words": early_words, "early_end_clips": early_clips}
+            "early_end_words": early_words, "early_end_clips": early_clips, "skipped_words": skipped}

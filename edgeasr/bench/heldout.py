@@ -46,14 +46,15 @@ def early_end_table(rows: list[dict], dataset: str = "longform-en") -> str:
     if not picked:
         return ""
     head = ["model", "method", "bits", "calibration", "WER %", "deletions"] + [f"del {b}" for b in buckets]
-    head += ["early-end words (clips)"]
+    head += ["early-end words (clips)", "words in skipped runs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in picked:
         by_length = r.get("by_length", {})
         cells = [f"{by_length[b]['deletions']}/{by_length[b]['words']}" if b in by_length else "" for b in buckets]
         lines.append("| " + " | ".join([r["model"], r["method"], r["bits"], calibration_label(r), f"{r['wer']:.2f}",
                                         str(r["deletions"])] + cells
-                                       + [f"{r.get('early_end_words', '?')} ({r.get('early_end_clips', '?')})"]) + " |")
+                                       + [f"{r.get('early_end_words', '?')} ({r.get('early_end_clips', '?')})",
+                                          str(r.get("skipped_words", "?"))]) + " |")
     return "\n".join(lines)
 
 

@@ -1,0 +1,51 @@
+"""Issue 19's long-clip failure: a quantized whisper-tiny.en must not end early on a ~15 s clip.
+
+With the study's old calibration (one speaker's 1-2-word prompts, decoder positions up to 64) QUIK W4
+stopped decoding seconds before the speech did on long clips; with the default calibration (calib-mix)
+it must transcribe to the end, as the FP model does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeasr.bench.breakdown import EARLY_END_MIN_WORDS, breakdown, skipped_words, trailing_deletions
+from edgeasr.data import build_dataset, load_manifest
+from edgeasr.engine import Engine
+from edgeasr.metrics.wer import normalize
+from edgeasr.quant.api import quantize_to_checkpoint
+from edgeasr.quant.recipe import Recipe
+
+
+def test_trailing_and_skipped_words() -> None:
+    ref = "one two three four five six seven eight"
+    assert trailing_deletions(ref, "one two three") == 5  # stopped after three words
+    assert trailing_deletions(ref, "one two three four five six seven eight") == 0
+    assert trailing_deletions(ref, "one two three four five six seven ate") == 0  # a substitution is not an end
+    assert trailing_deletions(ref, "") == 8
+    assert skipped_words(ref, "one two seven eight") == 4  # a jump over four words
+    assert skipped_words(ref, "one three five seven") == 0  # single misses are no run
+    rows = [{"reference_norm": ref, "hypothesis_norm": "one two", "audio_seconds": 12.0},
+            {"reference_norm": "a b", "hypothesis_norm": "a b", "audio_seconds": 2.0}]
+    out = breakdown(rows)
+    assert out["early_end_words"] == 6 and out["early_end_clips"] == 1 and out["skipped_words"] == 6
+    assert out["by_length"]["10-17s"] == {"utterances": 1, "words": 8, "deletions": 6, "errors": 6}
+    assert out["by_length"]["0-5s"]["errors"] == 0
+
+
+@pytest.mark.slow
+def test_quantized_whisper_does_not_end_early_on_long_clips(tmp_path: Path) -> None:
+    build_dataset("longform-en")
+    build_dataset("calib-mix")
+    clips = sorted((u for u in load_manifest("longform-en")), key=lambda u: abs(u.seconds - 15.0))[:3]
+    assert all(12.0 <= u.seconds <= 18.0 for u in clips)
+    checkpoint = quantize_to_checkpoint(Recipe("whisper-tiny.en", "quik", w_bits=4), tmp_path / "quik-w4")
+    quantized, fp = Engine.load(checkpoint), Engine.load("whisper-tiny.en")
+    for utt in clips:
+        ref = normalize(utt.text)
+        assert trailing_deletions(ref, normalize(fp.transcribe(utt.audio).text)) < EARLY_END_MIN_WORDS, utt.id
+        hypothesis = normalize(quantized.transcribe(utt.audio).text)
+        lost = trailing_deletions(ref, hypothesis)
+        assert lost < EARLY_END_MIN_WORDS, f"{utt.id} ({utt.seconds} s): {lost} words lost at the end: {hypothesis!r}"

@@ -168,8 +168,8 @@ def run_turn_bench(models: list[str], modes: list[str], out_dir: Path, count: in
     from tqdm import tqdm
 
     from edgeasr.bench.cell import scrub
-    from edgeasr.bench.stream import load_engine
     from edgeasr.metrics.wer import corpus_wer
+    from edgeasr.resolver import parse_target, resolve
     from edgeasr.stream import SessionOptions
 
     audio, sentences = build_replay(count)
@@ -177,7 +177,7 @@ def run_turn_bench(models: list[str], modes: list[str], out_dir: Path, count: in
     load_before = os.getloadavg()
     results = []
     for spec in models:
-        engine = load_engine(spec)
+        engine = resolve(parse_target(spec))  # as bench.stream.load_engine (which imports this module)
         clips = [audio[int(s.start * 16000):int(s.end * 16000)] for s in sentences]
         offline = corpus_wer([s.text for s in sentences],
                              [engine.transcribe(c).text for c in tqdm(clips, desc=f"offline {spec}", unit="clip")])

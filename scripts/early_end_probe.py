@@ -4,7 +4,7 @@ For each clip of a set at least `--min-seconds` long, transcribe with the quanti
 is, with its encoder swapped for the FP one, and with its decoder swapped for the FP one, and count the
 reference words lost after the hypothesis stopped (trailing deletions, `edgeasr.bench.breakdown`).
 
-    python scripts/early_end_probe.py CHECKPOINT [--set longform-en] [--min-seconds 12] [--limit 12]
+    python scripts/early_end_probe.py CHECKPOINT [--set longform-en] [--min-seconds 12] [--limit 12] [--match flite]
 """
 
 from __future__ import annotations
@@ -38,9 +38,11 @@ def main() -> None:
     parser.add_argument("--set", default="longform-en")
     parser.add_argument("--min-seconds", type=float, default=12.0)
     parser.add_argument("--limit", type=int, default=12)
+    parser.add_argument("--match", default="", help="only clips whose id contains this (e.g. flite)")
     args = parser.parse_args()
     quantized, fp = Engine.load(args.checkpoint), Engine.load(args.model)
-    clips = [u for u in load_manifest(args.set) if u.text and u.seconds >= args.min_seconds][: args.limit]
+    clips = [u for u in load_manifest(args.set) if u.text and u.seconds >= args.min_seconds
+             and args.match in u.id][: args.limit]
     totals = {"fp": 0, "quantized": 0, "fp-encoder": 0, "fp-decoder": 0}
     for utt in clips:
         ref = normalize(utt.text)

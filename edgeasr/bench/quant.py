@@ -89,7 +89,8 @@ def target_lines(model: str, dataset: str, rows: list[dict], targets: Targets = 
             return ""
         diff = ("" if rtn is None or method == "rtn" or not rtn.get("total_bytes")
                 else f", {(row['total_bytes'] - rtn['total_bytes']) / 1e6:+.2f} MB vs rtn")
-        return f" [{row['effective_bits']:.2f} b{diff}]"
+        approx = "≈" if row.get("sizes_note") else ""  # from the recipe: some extras not counted
+        return f" [{approx}{row['effective_bits']:.2f} b{diff}]"
     lines = []
     w8 = at("w8a16")
     if w8:

@@ -75,9 +75,10 @@ def read_meta(path: Path) -> dict:
 
 def _check_layers(meta: dict, recipe: Recipe) -> None:
     for name, layout in meta["layers"].items():
-        if layout["w_spec"]["bits"] != recipe.w_bits or layout["a_spec"]["bits"] != recipe.a_bits:
+        w_bits = recipe.w_spec_for(name).bits  # per-layer bits of a mixed recipe
+        if layout["w_spec"]["bits"] != w_bits or layout["a_spec"]["bits"] != recipe.a_bits:
             raise CheckpointError(f"layer {name} is w{layout['w_spec']['bits']}a{layout['a_spec']['bits']} but the "
-                                  f"recipe says w{recipe.w_bits}a{recipe.a_bits}: the checkpoint does not match its recipe")
+                                  f"recipe says w{w_bits}a{recipe.a_bits}: the checkpoint does not match its recipe")
 
 
 def load_checkpoint(path: Path, expected: Recipe | None = None) -> tuple[nn.Module, Path, Recipe]:

@@ -47,9 +47,13 @@ class QuantJob:
     recipe: Recipe
     arch: ArchGraph = field(init=False)
     _clips: list[CalibrationClip] | None = field(default=None, init=False)
+    _block_names: dict[int, str] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.arch = graph_for(self.model)
+        # blocks keep their identity while their linears are replaced: a block's path is found from it
+        self._block_names = {id(block): f"{self.arch.encoder_blocks if part == 'encoder' else self.arch.decoder_blocks}.{i}"
+                             for part in ("encoder", "decoder") for i, block in enumerate(self.arch.blocks(self.model, part))}
 
     @property
     def model(self) -> nn.Module:
@@ -58,6 +62,10 @@ class QuantJob:
     @property
     def w_spec(self) -> QuantSpec:
         return self.recipe.w_spec
+
+    def w_spec_for(self, block: nn.Module, path: str) -> QuantSpec:
+        """The weight spec of linear `path` inside `block`: the recipe's per-layer bits where it has them."""
+        return self.recipe.w_spec_for(f"{self._block_names[id(block)]}.{path}")
 
     @property
     def a_spec(self) -> QuantSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -67,6 +68,9 @@ class Recipe:
     calibration: CalibrationOptions = field(default_factory=CalibrationOptions)
     options: dict = field(default_factory=dict)
     """Method options; keys are fields of the method's options dataclass."""
+    layer_bits: dict = field(default_factory=dict)
+    """Per-layer weight bits (module path → bits) overriding `w_bits`; absent layers get `w_bits`. Written
+    by a byte-budget allocation (`edgeasr quantize --budget-mb`, see `quant.budget`)."""
 
     # QuantSpec is imported where it is used: recipes (and their labels) are read on edge boards,
     # where torch, which the grid maths needs, is not installed.
@@ -76,6 +80,10 @@ class Recipe:
 
         granularity = "group" if self.group_size else "channel"
         return QuantSpec(self.w_bits, self.symmetric, granularity, self.group_size or 128)
+
+    def w_spec_for(self, path: str):
+        """The weight spec of the linear at module path `path` (its `layer_bits` entry, else `w_bits`)."""
+        return self.w_spec.with_bits(self.layer_bits.get(path, self.w_bits))
 
     @property
     def a_spec(self):
@@ -88,6 +96,9 @@ class Recipe:
         model = Path(self.model).name if "/" in self.model else self.model
         group = f"g{self.group_size}" if self.group_size else "ch"
         suffix = "".join(f"-{k}{v}" for k, v in sorted(self.options.items()))
+        if self.layer_bits:  # a mixed recipe: a short digest of the map keeps labels (cache paths) apart
+            digest = hashlib.sha1(repr(sorted(self.layer_bits.items())).encode()).hexdigest()[:8]
+            suffix += f"-mix{digest}"
         return f"{model}-{self.method}-w{self.w_bits}a{self.a_bits}{group}{'-sym' if self.symmetric else ''}{suffix}"
 
     def validate(self) -> None:
@@ -96,6 +107,10 @@ class Recipe:
                                     "weights as integer codes; use --w-bits 8 with --a-bits 8 for a W8A8 model")
         self.w_spec.validate_weights()
         self.a_spec.validate_activations()
+        for path, bits in self.layer_bits.items():
+            if not isinstance(bits, int) or bits == 16:
+                raise QuantizationError(f"layer_bits[{path!r}] = {bits!r}: per-layer bits must be integers 2-8")
+            self.w_spec_for(path).validate_weights()
         unknown = set(self.parts) - {"encoder", "decoder"}
         if unknown or not self.parts:
             raise QuantizationError(f"parts must be a non-empty subset of encoder, decoder; got {self.parts}")
@@ -140,7 +155,10 @@ class Recipe:
             return '"' + str(v).replace('"', '\\"') + '"'
 
         data = self.to_dict()
-        lines = [f"{k} = {value(v)}" for k, v in data.items() if k not in ("calibration", "options")]
+        tables = ("calibration", "options", "layer_bits")
+        lines = [f"{k} = {value(v)}" for k, v in data.items() if k not in tables]
         lines += ["", "[calibration]"] + [f"{k} = {value(v)}" for k, v in data["calibration"].items()]
         lines += ["", "[options]"] + [f"{k} = {value(v)}" for k, v in data["options"].items()]
+        if data["layer_bits"]:  # module paths hold dots: quoted keys
+            lines += ["", "[layer_bits]"] + [f"{value(k)} = {value(v)}" for k, v in data["layer_bits"].items()]
         return "\n".join(lines) + "\n"

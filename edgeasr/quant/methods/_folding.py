@@ -183,8 +183,10 @@ def apply_shift(block: nn.Module, site: ScaleSite, delta: torch.Tensor) -> None:
 
 
 def quantize_block_linears(block: nn.Module, graph: BlockGraph, w_spec: QuantSpec, a_spec: QuantSpec,
-                           clips: dict[str, torch.Tensor] | None = None) -> None:
-    """Replace every linear of the block with a QuantLinear, carrying leftover in_scale/in_shift along.
+                           clips: dict[str, torch.Tensor] | None = None,
+                           layer_specs: dict[str, QuantSpec] | None = None) -> None:
+    """Replace every linear of the block with a QuantLinear, carrying leftover in_scale/in_shift along
+    (at its `layer_specs` entry where given: per-layer bits, else `w_spec`).
 
     A shift's bias correction W·δ becomes Q(W)·δ, so the rounding error of W multiplies x, not x − δ
     (the shift then changes only how the activations round).
@@ -193,7 +195,7 @@ def quantize_block_linears(block: nn.Module, graph: BlockGraph, w_spec: QuantSpe
     for path in graph.linears:
         linear = block.get_submodule(path)
         extras = {name: getattr(linear, name, None) for name in ("in_scale", "in_shift")}
-        layer = to_quant_linear(linear, w_spec, a_spec, clip=clips.get(path, 1.0),
+        layer = to_quant_linear(linear, (layer_specs or {}).get(path, w_spec), a_spec, clip=clips.get(path, 1.0),
                                 **{k: v for k, v in extras.items() if v is not None})
         delta = getattr(linear, "bias_shift", None)
         if delta is not None:

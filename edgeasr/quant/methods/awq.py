@@ -91,6 +91,7 @@ def awq(job: QuantJob, options: AWQOptions) -> None:
                                     seed=job.recipe.calibration.seed)
         for st in stats.values():
             st.gram += options.damp * st.gram.diagonal().mean() * torch.eye(st.gram.shape[0])
+        specs = {p: job.w_spec_for(ctx.block, p) for p in ctx.graph.linears}
         input_of = {p: p for p in inputs} | {t: s.input_path for s in sites for t in s.targets}
         scales: dict[str, torch.Tensor] = {}
         for site in sites:
@@ -114,7 +115,7 @@ def awq(job: QuantJob, options: AWQOptions) -> None:
                 if key in scales:  # the input the layer now sees is x / s
                     gram = gram / scales[key][:, None] / scales[key][None, :]
                 weight = ctx.linear(path).weight.detach().float()
-                clips[path] = search_clip(weight, gram, w_spec, options.clip_grid, options.max_shrink)
-        quantize_block_linears(ctx.block, ctx.graph, w_spec, a_spec, clips)
+                clips[path] = search_clip(weight, gram, specs[path], options.clip_grid, options.max_shrink)
+        quantize_block_linears(ctx.block, ctx.graph, w_spec, a_spec, clips, specs)
 
     job.walk(process)

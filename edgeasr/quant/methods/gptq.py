@@ -33,11 +33,12 @@ class GPTQOptions:
 
 @register("gptq", GPTQOptions, calibrated=True, summary="Hessian-based error compensation column by column (GPTQ)")
 def gptq(job: QuantJob, options: GPTQOptions) -> None:
-    def quantize(_ctx, _path, linear, stats):
-        result = gptq_quantize(linear.weight, stats.hessian, job.w_spec, damp=options.damp,
+    def quantize(ctx, path, linear, stats):
+        w_spec = job.w_spec_for(ctx.block, path)
+        result = gptq_quantize(linear.weight, stats.hessian, w_spec, damp=options.damp,
                                block_size=options.block_size, act_order=options.act_order,
                                static_groups=options.static_groups)
-        return to_quant_linear(linear, job.w_spec, job.a_spec, weight=result.weight, scale=result.scale,
+        return to_quant_linear(linear, w_spec, job.a_spec, weight=result.weight, scale=result.scale,
                                zero=result.zero)
 
     walk_linears(job, quantize, options.true_sequential)

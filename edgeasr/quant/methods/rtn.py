@@ -17,7 +17,8 @@ class RTNOptions:
 def rtn(job: QuantJob, options: RTNOptions) -> None:
     def quantize_block(block, graph) -> None:
         for path in graph.linears:
-            replace_module(block, path, to_quant_linear(block.get_submodule(path), job.w_spec, job.a_spec))
+            replace_module(block, path, to_quant_linear(block.get_submodule(path), job.w_spec_for(block, path),
+                                                          job.a_spec))
 
     if job.a_spec.enabled and not job.a_spec.dynamic:
         job.walk(lambda ctx: quantize_block(ctx.block, ctx.graph))  # static activations need calibration inputs

@@ -183,10 +183,10 @@ class SpQRHooks(GPTQHooks):
 @register("spqr", SpQROptions, calibrated=True,
           summary="small groups with quantized scales + sparse FP outlier weights, on GPTQ (SpQR)")
 def spqr(job: QuantJob, options: SpQROptions) -> None:
-    spec = job.w_spec
-    spec.validate_weights()
+    job.w_spec.validate_weights()
 
-    def quantize(_ctx, _path, linear, stats):
+    def quantize(ctx, path, linear, stats):
+        spec = job.w_spec_for(ctx.block, path)  # the recipe's grid (per-layer bits of a mixed recipe included)
         hooks = SpQRHooks(spec, options)
         result = gptq_quantize(linear.weight, stats.hessian, spec, damp=options.damp, block_size=options.block_size,
                                act_order=options.act_order, static_groups=options.static_groups, hooks=hooks)

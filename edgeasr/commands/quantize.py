@@ -19,6 +19,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-clips", type=int,
                    help="number of calibration sequences (each joins up to the recipe's calibration.concat utterances)")
     p.add_argument("--calib-set", help="calibration data set or manifest")
+    p.add_argument("--calib-dir", type=Path,
+                   help="calibrate on a folder of your own unlabelled recordings (any rate, mono or stereo)")
+    p.add_argument("--budget-mb", type=float,
+                   help="choose bits per layer (2, 4, 8) so the bundle fits this many MB (10^6 bytes); see docs/budgets.md")
+    p.add_argument("--avg-bits", type=float, help="choose bits per layer for this many effective bits per weight")
+    p.add_argument("--sensitivity", choices=("hessian", "median"), default="hessian",
+                   help="label-free per-layer sensitivity for --budget-mb/--avg-bits (median = myQASR)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
     p.add_argument("--out", type=Path, help="checkpoint directory (default: the cache)")
     p.add_argument("--list", action="store_true", help="list methods and their options")
@@ -58,10 +65,27 @@ def run(args: argparse.Namespace) -> int:
         key, _, value = item.partition("=")
         options[key] = _parse_value(value)
     calibration = recipe.calibration
+    if args.calib_set and args.calib_dir:
+        raise SystemExit("edgeasr quantize: give --calib-set or --calib-dir, not both")
+    if args.calib_dir:
+        from edgeasr.quant.user_audio import folder_manifest
+
+        args.calib_set = str(folder_manifest(args.calib_dir))
     if args.calib_clips or args.calib_set:
         calibration = dataclasses.replace(calibration, **{k: v for k, v in {
             "n_clips": args.calib_clips, "dataset": args.calib_set}.items() if v})
     recipe = dataclasses.replace(recipe, **changes, options=options, calibration=calibration)
+    if args.budget_mb is not None or args.avg_bits is not None:
+        from edgeasr.quant.mixed import BudgetOptions, plan
+
+        recipe, allocation, _, fixed = plan(recipe, BudgetOptions(args.budget_mb, args.avg_bits, args.sensitivity))
+        print(f"bits per layer: {allocation.histogram} (layers per width); "
+              + (f"linears {allocation.cost / 1e6:.3f} MB + rest {fixed / 1e6:.3f} MB of {args.budget_mb} MB"
+                 if args.budget_mb is not None else f"{allocation.cost / max(allocation.budget, 1) * args.avg_bits:.3f} "
+                 f"effective bits per weight (target {args.avg_bits})"))
     path = quantize_to_checkpoint(recipe, args.out)
+    if recipe.layer_bits:  # the chosen bits, readable and reusable with --recipe
+        (path / "recipe.toml").write_text(recipe.to_toml())
+        print(f"recipe with per-layer bits: {path / 'recipe.toml'}")
     print(f"checkpoint: {path}")
     return 0

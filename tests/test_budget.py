@@ -1,0 +1,93 @@
+"""The byte-budget allocator (no model): never over the budget, monotone in the budget, uses what it can."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from edgeasr.errors import QuantizationError
+from edgeasr.metrics.bits import bundle_layer_bytes
+from edgeasr.quant.budget import LayerChoice, allocate, bit_costs, byte_costs, layout_of
+from edgeasr.quant.recipe import Recipe
+
+SHAPES = [(288, 288), (288, 288), (1152, 288), (288, 1152), (416, 416), (1664, 416), (416, 1664), (51864, 384)]
+
+
+def layers(seed: int = 0) -> list[LayerChoice]:
+    """Real layer shapes (moonshine-tiny / whisper widths) with random, decreasing damage per width."""
+    rng = random.Random(seed)
+    out = []
+    for i, (o, k) in enumerate(SHAPES * 3):
+        layout = layout_of(o, k, 4, 64, bias=i % 2 == 0)
+        base = rng.uniform(0.1, 10.0)
+        errors = {2: base * rng.uniform(4, 40), 4: base, 8: base * rng.uniform(0.001, 0.1)}
+        out.append(LayerChoice(f"model.layers.{i}.fc", byte_costs(layout), errors))
+    return out
+
+
+def test_costs_come_from_metrics_bits():
+    layout = layout_of(1152, 288, 4, 64, bias=True)
+    costs = byte_costs(layout)
+    assert costs[4] == bundle_layer_bytes(layout)
+    assert costs[2] < costs[4] < costs[8]
+    even = layout_of(1152, 256, 4, 64)  # 4 whole groups per row: codes + fp16 scale + 4-bit zero per 64
+    assert bit_costs(even)[4] / even.weights == pytest.approx(4 + (16 + 4) / 64)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_never_over_budget_and_monotone(seed):
+    choices = layers(seed)
+    low = sum(c.cost_at[2] for c in choices)
+    high = sum(c.cost_at[8] for c in choices)
+    previous = None
+    for budget in range(low, high + 1, (high - low) // 97):
+        alloc = allocate(choices, budget)
+        assert alloc.cost <= budget
+        assert alloc.cost == sum(c.cost_at[alloc.bits[c.path]] for c in choices)
+        if previous is not None:
+            assert all(alloc.bits[p] >= previous.bits[p] for p in alloc.bits), "more bytes gave a layer fewer bits"
+        previous = alloc
+    assert set(allocate(choices, high).bits.values()) == {8}
+    assert set(allocate(choices, low).bits.values()) == {2}
+
+
+def test_exact_budget_is_met_exactly():
+    choices = layers(1)
+    chosen = {c.path: w for c, w in zip(choices, [2, 4, 8] * 8)}
+    exact = sum(c.cost_at[chosen[c.path]] for c in choices)
+    alloc = allocate(choices, exact)
+    assert alloc.cost <= exact
+    # the slack left is less than the next upgrade the allocator would have taken
+    more = allocate(choices, exact + max(c.cost_at[8] for c in choices))
+    assert more.cost > alloc.cost
+
+
+def test_sensitive_layer_gets_bits_first():
+    layout = layout_of(288, 288, 4, 64)
+    costs = byte_costs(layout)
+    calm = LayerChoice("calm", costs, {2: 1.0, 4: 0.5, 8: 0.1})
+    touchy = LayerChoice("touchy", costs, {2: 100.0, 4: 1.0, 8: 0.1})
+    alloc = allocate([calm, touchy], costs[2] + costs[4])
+    assert alloc.bits == {"calm": 2, "touchy": 4}
+
+
+def test_budget_below_lowest_widths_is_an_error():
+    choices = layers(2)
+    with pytest.raises(QuantizationError, match="nothing fits"):
+        allocate(choices, sum(c.cost_at[2] for c in choices) - 1)
+
+
+def test_recipe_layer_bits_round_trip_toml(tmp_path):
+    recipe = Recipe("moonshine-tiny", "gptq", layer_bits={"model.decoder.layers.0.mlp.fc1": 8,
+                                                          "model.encoder.layers.1.self_attn.q_proj": 2})
+    path = tmp_path / "r.toml"
+    path.write_text(recipe.to_toml())
+    assert "[layer_bits]" in path.read_text()
+    back = Recipe.from_toml(path)
+    assert back == recipe
+    assert back.w_spec_for("model.decoder.layers.0.mlp.fc1").bits == 8
+    assert back.w_spec_for("model.decoder.layers.0.mlp.fc2").bits == 4
+    assert back.label != Recipe("moonshine-tiny", "gptq").label
+    with pytest.raises(QuantizationError, match="per-layer bits"):
+        Recipe("moonshine-tiny", layer_bits={"x": 16}).validate()

@@ -53,6 +53,17 @@ def card_notes(data: dict) -> list[str]:
     return notes
 
 
+def bits_by_block(layers: dict[str, dict]) -> list[str]:
+    """One line per block of a mixed-precision bundle: each linear's bits (the per-layer map, readable)."""
+    blocks: dict[str, list[str]] = {}
+    for name, layer in layers.items():
+        block, _, leaf = name.rpartition(".")
+        owner, _, kind = block.rpartition(".")
+        key = owner if kind in ("self_attn", "encoder_attn", "mlp") else block
+        blocks.setdefault(key, []).append(f"{name[len(key) + 1:]} {layer['bits']}")
+    return [f"- {block}: {', '.join(items)}" for block, items in blocks.items()]
+
+
 def write_card(path: Path, data: dict) -> None:
     sizes, recipe = data["sizes"], data["recipe"]
     bits = Counter(l["bits"] for l in data["weights"]["layers"].values())
@@ -63,9 +74,11 @@ def write_card(path: Path, data: dict) -> None:
         "",
         "## Recipe", "",
         "FP model (no quantized layers)" if recipe is None else
-        f"method {recipe['method']}, W{recipe['w_bits']} A{recipe['a_bits']}, group {recipe['group_size'] or 'per channel'}"
+        f"method {recipe['method']}, W{'mixed' if recipe.get('layer_bits') else recipe['w_bits']} A{recipe['a_bits']}, group {recipe['group_size'] or 'per channel'}"
         f", {'symmetric' if recipe['symmetric'] else 'asymmetric'}; model {recipe['model']}",
         f"quantized linear layers: {sum(bits.values())} ({', '.join(f'{n} at {b} bits' for b, n in sorted(bits.items()))})",
+        *(["", "## Bits per layer (mixed precision: recipe `layer_bits`)", "",
+            *bits_by_block(data["weights"]["layers"])] if recipe and recipe.get("layer_bits") else []),
         "",
         "## Sizes", "",
         f"- weights in the graphs: {_mb(sizes['weight_bytes'])} ({sizes['ratio_to_fp32']:.3f}× the FP32 model's "

@@ -1,7 +1,7 @@
 """Label-free sensitivity of each linear to low bits, from unlabelled calibration audio.
 
-Both estimators run the FP model block by block over the calibration clips (decoder inputs are the FP
-model's own transcripts when the clips have none) and score every linear of the recipe's parts at each
+Both estimators run the FP model block by block over the calibration clips (decoder inputs are always the FP
+model's own transcripts: any labels of the set are dropped) and score every linear of the recipe's parts at each
 candidate width:
 
 * `median` (myQASR, Fish et al. 2023): the median over input channels of the layer's mean |x| in FP.
@@ -16,6 +16,7 @@ candidate width:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ import torch
 from edgeasr.errors import QuantizationError
 from edgeasr.metrics.bits import GridLayout
 from edgeasr.quant.budget import PACKED_BITS, layout_of
-from edgeasr.quant.calibrate import BlockContext
+from edgeasr.quant.calibrate import BlockContext, load_calibration_clips
 from edgeasr.quant.job import QuantJob
 from edgeasr.quant.methods._stats import collect_input_stats
 from edgeasr.quant.recipe import Recipe
@@ -53,6 +54,8 @@ def score_layers(backend, recipe: Recipe, estimator: str = "hessian",
     if estimator not in ESTIMATORS:
         raise QuantizationError(f"unknown sensitivity estimator {estimator!r}; choose from {ESTIMATORS}")
     job = QuantJob(backend, recipe)
+    # label-free even on a labelled set: transcripts are dropped, the decoder runs on the FP model's own output
+    job._clips = [dataclasses.replace(c, text=None) for c in load_calibration_clips(recipe.calibration)]
     scores: list[LayerScore] = []
 
     @torch.inference_mode()

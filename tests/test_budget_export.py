@@ -1,0 +1,54 @@
+"""A byte-budget mixed-precision recipe end to end on moonshine-tiny (RTN): label-free sensitivity on a few
+unlabelled clips, allocation under a bundle budget, checkpoint, bundle. The bundle's total stays within the
+budget, every layer's codes, scales and zero points read back bit-exact from a MatMulNBits of its own width,
+the checkpoint reloads at the same per-layer bits, and the card shows the map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeasr.export import export_bundle
+from edgeasr.metrics.bits import storage_bits
+from edgeasr.quant.api import quantize
+from edgeasr.quant.budget import MB
+from edgeasr.quant.checkpoint import load_checkpoint, save_checkpoint
+from edgeasr.quant.mixed import BudgetOptions, plan
+from edgeasr.quant.recipe import CalibrationOptions, Recipe
+from edgeasr.runtime.bundle import read_bundle
+from edgeasr.zoo import resolve_model_dir
+from export_support import GraphIndex, assert_bundle_holds_codes, quant_layers
+
+MODEL = "moonshine-tiny"
+BUDGET_MB = 16.0
+"""Between moonshine-tiny's uniform W2 (~13.6 MB) and W4 (~18.0 MB) bundles with the default export options."""
+UNLABELLED = CalibrationOptions("calib-mix", n_clips=2, max_decoder_tokens=32)
+"""Two clips; sensitivity drops their transcripts and decodes its own decoder inputs."""
+
+
+@pytest.mark.slow
+def test_mixed_budget_bundle_round_trip(tmp_path: Path):
+    recipe = Recipe(MODEL, "rtn", 4, calibration=UNLABELLED)
+    mixed, allocation, scores, fixed = plan(recipe, BudgetOptions(budget_mb=BUDGET_MB, estimator="median"))
+    assert allocation.cost + fixed <= BUDGET_MB * MB
+    assert len(set(mixed.layer_bits.values())) >= 2, allocation.histogram
+    assert set(mixed.layer_bits) == {s.path for s in scores}
+
+    backend, stats, location = quantize(mixed)
+    layers = quant_layers(backend.model)
+    assert {n: l.w_spec.bits for n, l in layers.items()} == mixed.layer_bits
+    checkpoint = save_checkpoint(backend.model, mixed, Path(resolve_model_dir(MODEL)[0]), tmp_path / "ckpt", stats)
+    reloaded, _, recipe_back = load_checkpoint(checkpoint, expected=mixed)
+    assert recipe_back == mixed
+    bundle = export_bundle(tmp_path / "bundle", checkpoint)
+    assert_bundle_holds_codes(reloaded, bundle)
+
+    data = read_bundle(bundle).data
+    assert data["sizes"]["total_bytes_without_meta"] <= BUDGET_MB * MB
+    graphs = {g: GraphIndex(bundle / f) for g, f in data["graphs"].items()}
+    for name, record in data["weights"]["layers"].items():
+        assert record["bits"] == mixed.layer_bits[name]
+        assert graphs[record["graph"]].kernel_bits(record["node"]) == storage_bits(mixed.layer_bits[name]), name
+    card = (bundle / "README.md").read_text()
+    assert "Bits per layer" in card and "Wmixed" in card

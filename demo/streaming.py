@@ -2,10 +2,16 @@
 
 Gradio delivers microphone chunks at the browser's rate (often 48 kHz, int16, sometimes stereo); a
 streaming resampler keeps chunk edges seamless, which per-chunk resampling would not.
+
+Microphone chunks are handed to a worker thread (`submit`) rather than decoded in the request: the
+browser skips chunks while a request is pending, so a handler that decodes loses audio whenever the
+CPU lags real time. The worker feeds every chunk in order; the lag it accumulates is shown.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass, field, replace
 
@@ -19,6 +25,8 @@ from edgeasr.stream import LineChanged, LineCompleted, LineStarted, SessionOptio
 from .engines import EngineKey
 
 EMPTY_TRANSCRIPT = "*(listening: speak, or stream a sample clip)*"
+WORKER_IDLE_SECONDS = 30.0
+"""A microphone worker with nothing to do for this long ends (the next chunk starts a new one)."""
 
 
 def to_mono_float(samples: np.ndarray) -> np.ndarray:
@@ -47,39 +55,89 @@ class Transcriber:
     """Index of the first final of the current recipe: readouts never mix recipes."""
     captured_from: float | None = None
     """Wall time the current stream's first sample was captured (None between streams)."""
-    processed_seconds: float = 0.0
-    """Audio of the current stream fed through the session so far."""
+    processed_until: float | None = None
+    """Wall time the newest sample fed through the session was captured."""
     worst_lag: float | None = None
     """Largest lag of the current (or the last) stream, in seconds; None before any stream."""
+    received_seconds: float = 0.0
+    """Microphone audio the browser delivered in the current stream (via `submit`)."""
+    skipped_seconds: float = 0.0
+    """Audio of the current (or the last) microphone stream the browser never delivered."""
+    inbox: queue.Queue = field(default_factory=queue.Queue, repr=False)
+    """Submitted chunks waiting for the worker."""
+    worker: threading.Thread | None = field(default=None, repr=False)
+    failure: BaseException | None = None
+    """What stopped the worker, raised to the next caller of `check`."""
 
     @classmethod
     def start(cls, key: EngineKey, engine: Engine, options: SessionOptions | None = None) -> "Transcriber":
         return cls(key, StreamingSession(engine, options))
 
-    def feed(self, rate: int, samples: np.ndarray) -> None:
-        """Push one chunk at `rate` Hz (it has just been captured); updates finals and the partial line."""
+    def feed(self, rate: int, samples: np.ndarray, captured_at: float | None = None) -> None:
+        """Push one chunk at `rate` Hz, captured at `captured_at` (default: just now); updates finals and the
+        partial line."""
         audio = to_mono_float(samples)
-        seconds = audio.size / rate
-        if self.captured_from is None:
-            self.captured_from, self.worst_lag = time.perf_counter() - seconds, 0.0
+        captured_at = time.perf_counter() if captured_at is None else captured_at
+        if self.captured_from is None:  # a stream fed directly (a replay), not through `submit`
+            self.captured_from, self.worst_lag, self.skipped_seconds = captured_at - audio.size / rate, 0.0, 0.0
         if rate != SAMPLE_RATE:
             if self.resampler is None or self.input_rate != rate:
                 self.input_rate, self.resampler = rate, soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
             audio = self.resampler.resample_chunk(audio)
         if audio.size:
             self._apply(self.session.accept(audio))
-        self.processed_seconds += seconds
+        self.processed_until = captured_at
         self.worst_lag = max(self.worst_lag or 0.0, self.lag_seconds())
+
+    def submit(self, rate: int, samples: np.ndarray) -> None:
+        """Queue a chunk that has just been captured; the worker feeds it (in order), the caller returns now."""
+        now = time.perf_counter()
+        if self.captured_from is None:
+            self.captured_from, self.worst_lag = now - len(samples) / rate, 0.0
+            self.received_seconds = 0.0
+        self.received_seconds += len(samples) / rate
+        # Recording time the browser sent nothing for: it skips chunks while a request is pending.
+        self.skipped_seconds = max(0.0, now - self.captured_from - self.received_seconds)
+        self.inbox.put((rate, samples, now))
+        if self.worker is None or not self.worker.is_alive():
+            self.worker = threading.Thread(target=self._work, name="live-mic", daemon=True)
+            self.worker.start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                rate, samples, captured_at = self.inbox.get(timeout=WORKER_IDLE_SECONDS)
+            except queue.Empty:
+                return
+            try:
+                if self.failure is None:
+                    self.feed(rate, samples, captured_at)
+            except Exception as exc:  # noqa: BLE001 - reported by the next handler call (`check`)
+                self.failure = exc
+            finally:
+                self.inbox.task_done()
+
+    def check(self) -> None:
+        """Raise what stopped the worker, once."""
+        failure, self.failure = self.failure, None
+        if failure is not None:
+            raise failure
+
+    def drain(self) -> None:
+        """Wait until every submitted chunk has been fed."""
+        self.inbox.join()
+        self.check()
 
     def lag_seconds(self) -> float:
         """How far processing is behind the audio's capture: now minus the capture time of the newest
         sample processed (0 between streams). Grows while a slow decode holds the stream up."""
         if self.captured_from is None:
             return 0.0
-        return max(0.0, time.perf_counter() - self.captured_from - self.processed_seconds)
+        return max(0.0, time.perf_counter() - (self.processed_until or self.captured_from))
 
     def finish(self) -> None:
         """Complete the open line (recording stopped, clip ended, recipe switched)."""
+        self.drain()
         if self.resampler is not None:
             tail = self.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
             self.resampler = None
@@ -87,7 +145,7 @@ class Transcriber:
                 self._apply(self.session.accept(tail))
         self._apply(self.session.finish())
         self.partial = ""
-        self.captured_from, self.processed_seconds = None, 0.0
+        self.captured_from = self.processed_until = None
 
     def switch(self, key: EngineKey, engine: Engine) -> None:
         """Carry on with another recipe: close the open line, keep the transcript, mark the switch."""

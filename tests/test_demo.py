@@ -1,9 +1,10 @@
 """The Gradio demo: its pieces on real data, and the real app driven by a browser as a first-time user would.
 
 The browser tests start the app on 127.0.0.1 (a free port, in this process) and drive Debian's
-chromium through Playwright, one flow per test: an upload clears the reference, a file that is not
-audio gets one message and the app keeps working, W2 on speech still shows every model readout,
-switching recipe in Live resets the labelled readouts, and the Study page is short with its plots.
+chromium through Playwright, one flow per test: an upload or a recording (Chromium's fake microphone
+playing real speech) clears the reference, a file that is not audio gets one message and the app keeps
+working, W2 on speech still shows every model readout, switching recipe in Live resets the labelled
+readouts, and the Study page is short with its plots.
 Screenshots go to tests/artifacts/ (git-ignored); the committed copies in docs/screenshots/ are
 refreshed from them when EDGEASR_UPDATE_SCREENSHOTS=1.
 """
@@ -209,28 +210,33 @@ def app_url():
 
 
 @pytest.fixture(scope="module")
-def browser(app_url):
+def browser(app_url, speech_clips, tmp_path_factory):
+    """Chromium whose microphone plays real speech (6 s of two_cities, looped): recordings are real audio."""
     sync_api = pytest.importorskip("playwright.sync_api")
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("Debian chromium is not installed")
+    microphone = tmp_path_factory.mktemp("microphone") / "speech.wav"
+    write_wav(microphone, speech_clips["two_cities_0"][:6 * SAMPLE_RATE])
     sync_api.expect.set_options(timeout=UI_TIMEOUT_MS)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+            "--disable-sync", "--no-first-run", "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={microphone}"])
         yield browser
         browser.close()
 
 
 @pytest.fixture
 def page(browser, app_url):
-    """A fresh page (a new browser session of the app) for each flow."""
-    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    """A fresh page (a new browser session of the app, microphone allowed) for each flow."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1300}, permissions=["microphone"])
+    page = context.new_page()
     page.set_default_timeout(UI_TIMEOUT_MS)
     page.goto(app_url)
     yield page
-    page.close()
+    context.close()
 
 
 @pytest.fixture
@@ -300,6 +306,23 @@ def test_upload_clears_reference_and_sample_reloads(page, own_clip):
     reference.fill("my own edit")
     _choose(page, "#ab-sample", "beckett")
     expect(reference).to_have_value(re.compile("Ever tried"))
+
+
+def test_recording_clears_reference(page):
+    """A microphone recording (Chromium's fake device plays real speech) is new audio too."""
+    from playwright.sync_api import expect
+
+    reference = page.locator("#ab-reference textarea")
+    expect(reference).to_have_value(re.compile("Ever tried"))
+    page.locator("#ab-audio button[aria-label=Clear]").click()
+    page.locator("#ab-audio button[aria-label='Record audio']").click()
+    page.locator("#ab-audio button", has_text=re.compile(r"^\s*Record\s*$")).click()
+    page.wait_for_timeout(4000)  # record about 4 s of the fake microphone's speech
+    page.locator("#ab-audio button", has_text=re.compile(r"^\s*Stop\s*$")).first.click()
+    expect(reference).to_have_value("")
+    expect(page.locator("#ab-notice")).to_contain_text("reference text was cleared")
+    text_a, _, _ = _compare(page, "RTN W4A16")
+    assert "it was the" in _words(text_a)
 
 
 def test_not_audio_gets_one_message_then_comparison_works(page, tmp_path):

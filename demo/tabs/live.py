@@ -57,9 +57,18 @@ def readouts_for(key: EngineKey, state: Transcriber | None) -> str:
 
 
 def lag_line(state: Transcriber | None) -> str:
-    """How far processing is behind real time now (while streaming) or was at worst (the last stream)."""
+    """How far processing is behind real time now (while streaming) or was at worst (the last stream), and
+    how much microphone audio the browser never delivered."""
     if state is None or state.worst_lag is None:
         return ""
+    line = _processing_lag(state)
+    if state.skipped_seconds >= LAG_WARNING_SECONDS:
+        line += (f"\n\n⚠️ The browser has not delivered **{state.skipped_seconds:.1f} s** of the recording: it skips "
+                 "microphone chunks while the server is busy, so words are missing from the transcript.")
+    return line
+
+
+def _processing_lag(state: Transcriber) -> str:
     if state.captured_from is None:
         worst = state.worst_lag
         if worst < LAG_WARNING_SECONDS:
@@ -109,8 +118,9 @@ def live_chunk(chunk: tuple[int, np.ndarray] | None, state: Transcriber | None, 
         return _outputs(state, key)
     with user_errors("Live transcription"):
         state = ensure_transcriber(state, key)
+        state.check()
         rate, samples = chunk
-        state.feed(int(rate), samples)
+        state.submit(int(rate), samples)
     return _outputs(state, key)
 
 
@@ -197,7 +207,8 @@ def build(default_model: str, results_dir: Path) -> None:
     first = next(iter(clips.values()), None)
     with gr.Row():
         with gr.Column():
-            mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone")
+            mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone",
+                           elem_id="live-mic")
             sample = gr.Dropdown(list(clips), value=first.id if first else None, label="Sample clip", elem_id="live-sample")
             clip = gr.Audio(str(first.audio) if first else None, sources=["upload"], type="filepath",
                             label="Clip to stream (a sample, or upload your own)", elem_id="live-clip")
@@ -215,9 +226,11 @@ def build(default_model: str, results_dir: Path) -> None:
     for picker in pickers:
         picker.change(partial(prepare, results_dir=results_dir), [*pickers, state], [status, readouts],
                       show_progress="hidden")
+    # One handler at a time, so chunks are queued in arrival order; the handler only queues them
+    # (Transcriber.submit), so the browser never skips a chunk while a decode runs.
     mic.stream(live_chunk, [mic, state, *pickers], outputs, stream_every=0.5, time_limit=600,
-               concurrency_limit=None)
-    mic.stop_recording(live_stop, [state, *pickers], outputs)
+               concurrency_limit=1, concurrency_id="live-mic", show_progress="hidden")
+    mic.stop_recording(live_stop, [state, *pickers], outputs, concurrency_limit=1, concurrency_id="live-mic")
     sample.select(pick_clip, sample, clip)
     play.click(stream_clip, [clip, state, *pickers], outputs, concurrency_limit=None, show_progress="hidden")
     turn_inputs = [end_of_turn, state, *pickers]

@@ -32,6 +32,14 @@ def quantize(recipe: Recipe):
     start = time.perf_counter()
     method.run(job, options)
     seconds = time.perf_counter() - start
+    if recipe.layer_bits:  # a method that ignores per-layer bits must fail here, not at the first load
+        from edgeasr.quant.layers import QuantLinear
+
+        wrong = [n for n, m in backend.model.named_modules()
+                 if isinstance(m, QuantLinear) and m.w_spec.bits != recipe.w_spec_for(n).bits]
+        if wrong:
+            raise QuantizationError(f"{recipe.method} does not honour per-layer bits (layer_bits): {len(wrong)} "
+                                    f"layers, e.g. {wrong[0]}, are not at their bits; use rtn, gptq or awq")
     log.info("%s took %.1f s", recipe.label, seconds)
     stats = {"quantize_seconds": round(seconds, 2),
              "calibration_clips": job.calibration_stats().get("calibration_sequences", 0)}

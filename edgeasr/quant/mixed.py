@@ -43,9 +43,11 @@ def fixed_bundle_bytes(backend, recipe: Recipe, source_dir: Path | None, quantiz
         tokenizer.stat().st_size if tokenizer and tokenizer.exists() else 0)
 
 
-def plan(recipe: Recipe, options: BudgetOptions) -> tuple[Recipe, Allocation, list[LayerScore], int]:
-    """The recipe with `layer_bits` chosen under the budget, the allocation, the scores and the fixed bytes
-    (0 for an `avg_bits` target)."""
+def plan(recipe: Recipe, options: BudgetOptions,
+         scores: list[LayerScore] | None = None) -> tuple[Recipe, Allocation, list[LayerScore], int]:
+    """The recipe with `layer_bits` chosen under the budget, the allocation, the scores (pass them back in to
+    plan other budgets of the same model and grid without scoring again) and the fixed bytes (0 for an
+    `avg_bits` target)."""
     from edgeasr.backends.hf import HFBackend
     from edgeasr.zoo import resolve_model_dir
 
@@ -54,7 +56,8 @@ def plan(recipe: Recipe, options: BudgetOptions) -> tuple[Recipe, Allocation, li
     recipe.validate()
     location, _ = resolve_model_dir(recipe.model)
     backend = HFBackend.from_pretrained(location, recipe.model)
-    scores = score_layers(backend, dataclasses.replace(recipe, layer_bits={}), options.estimator)
+    if scores is None:
+        scores = score_layers(backend, dataclasses.replace(recipe, layer_bits={}), options.estimator)
     if options.budget_mb is not None:
         source = Path(location) if Path(str(location)).is_dir() else None
         fixed = fixed_bundle_bytes(backend, recipe, source, {s.path for s in scores})

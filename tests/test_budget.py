@@ -91,3 +91,41 @@ def test_recipe_layer_bits_round_trip_toml(tmp_path):
     assert back.label != Recipe("moonshine-tiny", "gptq").label
     with pytest.raises(QuantizationError, match="per-layer bits"):
         Recipe("moonshine-tiny", layer_bits={"x": 16}).validate()
+
+
+def _write_pcm(path, samples, rate: int) -> None:
+    """A 16-bit PCM WAV of any channel count (what a phone or a desktop recorder writes)."""
+    import wave
+
+    import numpy as np
+
+    data = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1 if data.ndim == 1 else data.shape[1])
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(data.tobytes())
+
+
+def test_calib_dir_reads_any_rate_and_channels(tmp_path, monkeypatch):
+    import numpy as np
+
+    from edgeasr.data.manifest import load_manifest
+    from edgeasr.errors import AudioError, DatasetError
+    from edgeasr.quant.user_audio import folder_manifest
+
+    monkeypatch.setenv("EDGEASR_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "my-voice"
+    folder.mkdir()
+    t = np.arange(44100 * 2) / 44100
+    _write_pcm(folder / "stereo-44k.wav", np.stack([np.sin(440 * t), np.sin(220 * t)], axis=1) * 0.3, 44100)
+    _write_pcm(folder / "mono-8k.wav", np.sin(np.arange(8000 * 3) / 8000 * 300) * 0.3, 8000)
+    (folder / "notes.txt").write_text("not audio, not read")
+    utterances = load_manifest(folder_manifest(folder))
+    assert sorted(round(u.seconds) for u in utterances) == [2, 3]
+    assert all(u.text is None for u in utterances)
+    (folder / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+    with pytest.raises(AudioError, match="broken.wav"):
+        folder_manifest(folder)
+    with pytest.raises(DatasetError, match="no recordings"):
+        folder_manifest(tmp_path / "cache")

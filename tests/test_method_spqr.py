@@ -87,6 +87,7 @@ def test_w8_keeps_beckett_transcript():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # SpQR, then a fresh trace (its sparse layout is its own): minutes on 2 busy cores
 def test_statistics_round_trip_through_checkpoint_and_bundle(tmp_path):
     """The 3-bit scale codes, their fp16 pairs and the fp16 outliers come back bit-exactly from the checkpoint
     (which stores no fp scales for them) and from the bundle's initializers."""

@@ -69,14 +69,51 @@ def run(options: SweepOptions, out: Path) -> list[dict]:
     return rows
 
 
+def write_report(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
+    """`budget.md` (one line per cell) and `budget.png` (WER against bundle bytes, mixed vs uniform, per method)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = ["| method | recipe | bundle MB (estimate) | layers at 2/4/8 bits | WER % | status |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        hist = r.get("bits_histogram") or {}
+        split = "/".join(str(hist.get(str(b), 0)) for b in (2, 4, 8)) if hist else "uniform"
+        lines.append(f"| {r['method']} | {r['kind']} | {r['bundle_bytes_estimate'] / MB:.2f} | {split} | "
+                     f"{r.get('wer', '')} | {r['status']} |")
+    md = out_dir / "budget.md"
+    md.write_text("\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        for kind, marker in (("uniform", "s"), ("mixed", "o")):
+            pts = sorted((r["bundle_bytes_estimate"] / MB, r["wer"]) for r in rows
+                         if r["method"] == method and r["kind"].startswith(kind) and r["status"] == "ok")
+            if pts:
+                ax.plot(*zip(*pts), marker=marker, linestyle="-" if kind == "mixed" else ":", label=f"{method} {kind}")
+    ax.set_xlabel("bundle MB (10^6 bytes)")
+    ax.set_ylabel("WER %")
+    ax.set_yscale("log")
+    ax.legend()
+    png = out_dir / "budget.png"
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return md, png
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default=SweepOptions.model)
     p.add_argument("--methods", nargs="+", default=list(SweepOptions.methods))
     p.add_argument("--out", type=Path, default=Path("bench/results/budget/budget.jsonl"))
+    p.add_argument("--report-only", action="store_true", help="only write budget.md / budget.png from --out")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run(SweepOptions(args.model, tuple(args.methods)), args.out)
+    if not args.report_only:
+        run(SweepOptions(args.model, tuple(args.methods)), args.out)
+    rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+    write_report(rows, args.out.parent)
 
 
 if __name__ == "__main__":

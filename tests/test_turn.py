@@ -239,3 +239,13 @@ def test_server_completes_a_line_before_later_partials_of_another_session(becket
         assert all(t >= got_at for t in later), (final, later, got_at)
         checked += len(later)
     assert checked > 0, "no partial of B came after A's final: the test exercised nothing"
+
+
+def test_text_gate_reads_sentence_punctuation() -> None:
+    from edgeasr.stream.turn import closes_sentence
+
+    assert closes_sentence("Please enter a new extension followed by pound.")
+    assert closes_sentence('Is that "done?"  ')
+    assert not closes_sentence("Please enter a new extension,")
+    assert not closes_sentence("the leader has left")
+    assert not closes_sentence("")

@@ -56,7 +56,7 @@ from edgeasr.audio import SAMPLE_RATE
 from edgeasr.engine import Engine
 from edgeasr.heap import release_free_heap
 from edgeasr.stream.events import Event, LineChanged, LineCompleted, LineStarted
-from edgeasr.stream.turn import TurnOptions, load_turn_model
+from edgeasr.stream.turn import TurnOptions, closes_sentence, load_turn_model
 from edgeasr.stream.vad import SpeechEnd, SpeechStart, VADOptions, VADSegmenter
 
 
@@ -278,6 +278,9 @@ class StreamingSession:
                 or line.scored_pause == self.vad.last_voiced_end):
             return False
         line.scored_pause = self.vad.last_voiced_end
+        if turn.text_gate and line.speculative is not None and not closes_sentence(line.speculative[1].text):
+            line.turn_probability = None
+            return False
         line.turn_probability = self.turn_model.score(self._audio(line.start, self.vad.position))
         self.turn_scores += 1
         return line.turn_probability >= turn.threshold

@@ -118,7 +118,8 @@ def test_statistics_round_trip_through_checkpoint_and_bundle(tmp_path):
     records = __import__("json").loads((bundle / "bundle.json").read_text())["weights"]["layers"]
     for name, layer in original.items():
         graph, node = inits[records[name]["graph"]], records[name]["node"]
-        codes = unpack_rows(graph[f"{node}.scale.codes"], 4, graph[f"{node}.scale.codes"].shape[0], layer.scale.shape[1])
+        packed = graph[f"{node}.scale.codes"]  # [rows padded to whole chunks, ceil(groups / 2)]
+        codes = unpack_rows(packed.reshape(-1), 4, packed.shape[0], layer.scale.shape[1])
         assert np.array_equal(codes[: layer.out_features], layer.scale_codes.numpy()), name
         assert np.array_equal(graph[f"{node}.scale.min"][:, 0], layer.scale_stats[..., 0].numpy()), name
         assert np.array_equal(graph[f"{node}.scale.step"][:, 0], layer.scale_stats[..., 1].numpy()), name

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from edgeasr.export.bundle import _pack_layers
 from edgeasr.export.rewrite import MS_DOMAIN, kernel_inputs
-from edgeasr.metrics.bits import GridLayout, StatCodes, bundle_layer_bytes, layer_bits
+from edgeasr.metrics.bits import GridLayout, bundle_layer_bytes, layer_bits
 from edgeasr.metrics.cost import model_effective_bits, size_from_layers
 from edgeasr.metrics.layers import LayerInfo
 from edgeasr.quant.layers import QuantLinear

@@ -3,7 +3,8 @@
 A builder is a function `build(open_set)`: it calls `open_set(name)` for each set it writes (the
 Asterisk builder writes two) and fills the returned temporary folder with `audio/` and
 `manifest.jsonl`. Derived sets (long-form, noisy, ...) read other built sets: those named in
-`sets.DEPENDS` are built first. What each set stands for is listed in `sets.SETS`. Every folder is renamed into the cache, with a checksum manifest, only when the
+`sets.DEPENDS` are built first. What each set stands for is listed in `sets.SETS`. Every folder is
+renamed into the cache, with a checksum manifest, only when the
 whole builder succeeded, so an interrupted build never looks finished.
 """
 

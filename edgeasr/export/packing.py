@@ -103,7 +103,6 @@ def pack_quantized(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
     width = spec.group_width(k)
     if width < k and k % width:
         main = k - k % width
-        split = lambda t: (t[:, :main], t[:, main:]) if t is not None else (None, None)
         stats = (None, None) if scale_stats is None else (
             ScaleStats(scale_stats.codes[:, :-1], scale_stats.stats[:, :-1], scale_stats.rows, scale_stats.bits),
             ScaleStats(scale_stats.codes[:, -1:], scale_stats.stats[:, -1:], scale_stats.rows, scale_stats.bits))

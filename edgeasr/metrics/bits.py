@@ -10,7 +10,8 @@ Two views of the same layer, both from counts only (no torch, so a bundle's reco
   not weights of the grid and are left out; so is an online rotation that is computed, not stored.
 * **Bundle bytes** (`bundle_layer_bytes`) — what an exported bundle holds for the layer: codes in the
   kernel's container width (2, 4 or 8 bits; 3-bit codes sit in 4-bit containers), K padded to whole
-  blocks (a ragged last group is a kernel of its own, padded to a power of two ≥ 16), fp16 scales, zero points packed at the container width (MatMulNBits always reads them), an
+  blocks (a ragged last group is a kernel of its own, padded to a power of two ≥ 16), fp16 scales, zero
+  points packed at the container width (MatMulNBits always reads them), an
   fp32 bias, fp32 per-channel extras, and SpQR's statistics as 4-bit containers plus fp16 pairs.
 
 A model's effective bits are Σ bits / Σ weights over its quantized layers (`effective_bits`).

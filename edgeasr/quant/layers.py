@@ -19,8 +19,6 @@ costs is computed by `edgeasr.metrics.bits` from `grid_layout()`.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -76,11 +76,12 @@ def write_report(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = ["| method | recipe | bundle MB (estimate) | layers at 2/4/8 bits | WER % | status |", "|---|---|---|---|---|---|"]
+    lines = ["| method | recipe (sensitivity) | bundle MB (estimate) | layers at 2/4/8 bits | WER % | status |", "|---|---|---|---|---|---|"]
     for r in rows:
         hist = r.get("bits_histogram") or {}
         split = "/".join(str(hist.get(str(b), 0)) for b in (2, 4, 8)) if hist else "uniform"
-        lines.append(f"| {r['method']} | {r['kind']} | {r['bundle_bytes_estimate'] / MB:.2f} | {split} | "
+        kind = f"uniform W{r['w_bits']}" if r["kind"] == "uniform" else f"{r['kind'].split(' (')[0]} ({r['estimator']})"
+        lines.append(f"| {r['method']} | {kind} | {r['bundle_bytes_estimate'] / MB:.2f} | {split} | "
                      f"{r.get('wer', '')} | {r['status']} |")
     md = out_dir / "budget.md"
     md.write_text("\n".join(lines) + "\n")
@@ -90,7 +91,7 @@ def write_report(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
             pts = sorted((r["bundle_bytes_estimate"] / MB, r["wer"]) for r in rows
                          if r["method"] == method and r["kind"].startswith(kind) and r["status"] == "ok")
             if pts:
-                ax.plot(*zip(*pts), marker=marker, linestyle="-" if kind == "mixed" else ":", label=f"{method} {kind}")
+                ax.plot(*zip(*pts), marker=marker, linestyle="-" if kind == "mixed" else "", label=f"{method} {kind}")
     ax.set_xlabel("bundle MB (10^6 bytes)")
     ax.set_ylabel("WER %")
     ax.set_yscale("log")

@@ -73,6 +73,6 @@ def plan(recipe: Recipe, options: BudgetOptions,
     allocation = allocate(choices, budget)
     effective = (sum(layer_bits(dataclasses.replace(s.layout, bits=allocation.bits[s.path])).total for s in scores)
                  / sum(s.layout.weights for s in scores))
-    log.info("allocation: %s layers per width, %.3f effective bits per weight, linears %.3f MB + fixed %.3f MB",
-             allocation.histogram, effective, allocation.cost / MB if fixed else float("nan"), fixed / MB)
+    log.info("allocation: %s layers per width, %.3f effective bits per weight%s", allocation.histogram, effective,
+             f", linears {allocation.cost / MB:.3f} MB + fixed {fixed / MB:.3f} MB" if options.budget_mb else "")
     return dataclasses.replace(recipe, layer_bits=dict(allocation.bits)), allocation, scores, fixed

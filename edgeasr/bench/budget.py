@@ -86,12 +86,13 @@ def write_report(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
     md = out_dir / "budget.md"
     md.write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method in dict.fromkeys(r["method"] for r in rows):
-        for kind, marker in (("uniform", "s"), ("mixed", "o")):
-            pts = sorted((r["bundle_bytes_estimate"] / MB, r["wer"]) for r in rows
-                         if r["method"] == method and r["kind"].startswith(kind) and r["status"] == "ok")
-            if pts:
-                ax.plot(*zip(*pts), marker=marker, linestyle="-" if kind == "mixed" else "", label=f"{method} {kind}")
+    series = {(r["method"], "uniform" if r["kind"] == "uniform" else f"mixed ({r['estimator']})") for r in rows}
+    for method, kind in sorted(series):
+        pts = sorted((r["bundle_bytes_estimate"] / MB, r["wer"]) for r in rows if r["method"] == method
+                     and (r["kind"] == "uniform") == (kind == "uniform") and r["status"] == "ok"
+                     and (kind == "uniform" or r["estimator"] in kind))
+        ax.plot(*zip(*pts), marker="s" if kind == "uniform" else "o", linestyle="" if kind == "uniform" else "-",
+                label=f"{method} {kind}")
     ax.set_xlabel("bundle MB (10^6 bytes)")
     ax.set_ylabel("WER %")
     ax.set_yscale("log")
@@ -108,11 +109,12 @@ def main() -> None:
     p.add_argument("--model", default=SweepOptions.model)
     p.add_argument("--methods", nargs="+", default=list(SweepOptions.methods))
     p.add_argument("--out", type=Path, default=Path("bench/results/budget/budget.jsonl"))
+    p.add_argument("--estimator", default=SweepOptions.estimator, choices=("hessian", "median"))
     p.add_argument("--report-only", action="store_true", help="only write budget.md / budget.png from --out")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.report_only:
-        run(SweepOptions(args.model, tuple(args.methods)), args.out)
+        run(SweepOptions(args.model, tuple(args.methods), estimator=args.estimator), args.out)
     rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
     write_report(rows, args.out.parent)
 

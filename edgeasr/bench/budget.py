@@ -30,7 +30,7 @@ class SweepOptions:
     """Evaluation set."""
     limit: int = 50
     """Utterances, evenly spread over the set."""
-    estimator: str = "hessian"
+    estimator: str = "median"
     """Sensitivity estimator."""
     calib_clips: int = 16
     """Calibration sequences of the calibrated methods (calib-mix); sensitivity uses 4 of them."""

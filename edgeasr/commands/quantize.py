@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget-mb", type=float,
                    help="choose bits per layer (2, 4, 8) so the bundle fits this many MB (10^6 bytes); see docs/budgets.md")
     p.add_argument("--avg-bits", type=float, help="choose bits per layer for this many effective bits per weight")
-    p.add_argument("--sensitivity", choices=("hessian", "median"), default="hessian",
-                   help="label-free per-layer sensitivity for --budget-mb/--avg-bits (median = myQASR)")
+    p.add_argument("--sensitivity", choices=("median", "hessian"), default="median",
+                   help="label-free per-layer sensitivity for --budget-mb/--avg-bits: median = myQASR (measured "
+                        "better), hessian = rounding error x input energy")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
     p.add_argument("--out", type=Path, help="checkpoint directory (default: the cache)")
     p.add_argument("--list", action="store_true", help="list methods and their options")

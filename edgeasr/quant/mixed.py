@@ -24,8 +24,9 @@ class BudgetOptions:
     """Total bundle bytes in MB (10^6 bytes): every file but the card and bundle.json."""
     avg_bits: float | None = None
     """Effective bits per weight over the quantized linears (`metrics.bits`: codes, scales, zero points)."""
-    estimator: str = "hessian"
-    """Sensitivity estimator (`quant.sensitivity.ESTIMATORS`)."""
+    estimator: str = "median"
+    """Sensitivity estimator (`quant.sensitivity.ESTIMATORS`): myQASR's median measured better than the
+    Hessian-weighted error on moonshine-tiny (bench/results/budget)."""
 
 
 def fixed_bundle_bytes(backend, recipe: Recipe, source_dir: Path | None, quantized: set[str]) -> int:

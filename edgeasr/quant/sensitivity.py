@@ -48,7 +48,7 @@ class LayerScore:
     """The estimator's per-layer number (median |x|, or Σ E[x²] for `hessian`), for reports."""
 
 
-def score_layers(backend, recipe: Recipe, estimator: str = "hessian",
+def score_layers(backend, recipe: Recipe, estimator: str = "median",
                  widths: tuple[int, ...] = PACKED_BITS) -> list[LayerScore]:
     """Score every linear of `recipe.parts` of the (FP, unchanged) model in `backend`."""
     if estimator not in ESTIMATORS:

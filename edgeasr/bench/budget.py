@@ -76,7 +76,8 @@ def write_report(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = ["| method | recipe (sensitivity) | bundle MB (estimate) | layers at 2/4/8 bits | WER % | status |", "|---|---|---|---|---|---|"]
+    lines = ["| method | recipe (sensitivity) | bundle MB (estimate) | layers at 2/4/8 bits | WER % | status |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
         hist = r.get("bits_histogram") or {}
         split = "/".join(str(hist.get(str(b), 0)) for b in (2, 4, 8)) if hist else "uniform"

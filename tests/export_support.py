@@ -207,8 +207,10 @@ def carries(index: GraphIndex, node_path: str, evidence: Evidence) -> bool:
         return any(n.op_type == evidence.op for t in tensors for n in index.downstream(t, 4))
     branch = [n for t in tensors for n in index.downstream(t, 2) if n.op_type == evidence.op]
     if evidence.where == "scattered":
-        return any(s.op_type.startswith("Scatter") and kernel.output[0] in s.input
-                   for n in branch for s in index.downstream(n.output[0], 3))
+        # index_add on the last axis exports as Transpose → ScatterND → Transpose, and a ragged layer's kernel
+        # output is first summed with its tail kernel's: the scatter's data must come from the kernel within 3 nodes.
+        scatters = [s for n in branch for s in index.downstream(n.output[0], 3) if s.op_type.startswith("Scatter")]
+        return any(kernel.name in {u.name for u in index.upstream(s.input[0], 3)} for s in scatters)
     return any(c.op_type == "Add" and kernel.output[0] in c.input for n in branch for c in index.consumers[n.output[0]])
 
 

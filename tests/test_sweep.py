@@ -60,7 +60,7 @@ def test_sweep_runs_resumes_records_failures_and_reports(grid_file, tmp_path):
     text = files.markdown.read_text()
     assert "### moonshine-tiny on asterisk-en" in text and "| rtn |" in text and "W4A16" in text
     assert "failed" in text
-    assert len(files.plots) == 3
+    assert len(files.plots) == 4 and any("wer_vs_total_bytes" in p.name for p in files.plots)
     for plot in files.plots:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
 

@@ -54,7 +54,8 @@ if [ -d "$SITE/torch" ] || [ -d "$SITE/transformers" ]; then
 fi
 echo "edge profile installed size: $(du -sh "$SITE" | cut -f1) ($(du -sb "$SITE" | cut -f1) bytes)"
 
-# 4. Bundles, made on this machine with the full install.
+# 4. Bundles, made on this machine with the full install. The emulated Python runs with -P: the checkout is
+#    the working directory, and its source tree must not shadow the installed edge profile.
 declare -A BUNDLES=([moonshine-tiny]=4 [whisper-tiny.en]=8)
 WAV="$("$PY" -c 'from edgeasr.registry import fetch_package, find_file
 from edgeasr.zoo.catalog import MOONSHINE_VOICE
@@ -70,7 +71,7 @@ for model in "${!BUNDLES[@]}"; do
   listen=(--bundle "$bundle" --file "$WAV" --fast --no-partials --json)
   "$PY" -m edgeasr.listen "${listen[@]}" > "$WORK/$model.x86.jsonl"
   start=$(date +%s)
-  PYTHONPATH=/opt/site qemu-aarch64-static -cpu cortex-a76 -L "$ROOT" "$ROOT/usr/bin/python3.11" \
+  PYTHONPATH=/opt/site qemu-aarch64-static -cpu cortex-a76 -L "$ROOT" "$ROOT/usr/bin/python3.11" -P \
     -c 'import sys; from edgeasr.listen import main; sys.exit(main())' "${listen[@]}" > "$WORK/$model.arm64.jsonl"
   seconds=$(( $(date +%s) - start ))
   # Same finals after Whisper's English normalizer (what WER compares) on both machines.
@@ -99,7 +100,7 @@ audio = prepare_audio(sys.argv[2])
 turn = SmartTurn(sys.argv[1])
 print(" ".join(f"{turn.score(audio[:n]):.3f}" for n in (3 * 16000, 5 * 16000, audio.size)))'
 x86="$("$PY" -c "$SCORE" "$TURN" "$WAV")"
-arm="$(PYTHONPATH=/opt/site qemu-aarch64-static -cpu cortex-a76 -L "$ROOT" "$ROOT/usr/bin/python3.11" -c "$SCORE" "$TURN" "$WAV")"
+arm="$(PYTHONPATH=/opt/site qemu-aarch64-static -cpu cortex-a76 -L "$ROOT" "$ROOT/usr/bin/python3.11" -P -c "$SCORE" "$TURN" "$WAV")"
 "$PY" - "$x86" "$arm" <<'EOF' || status=1
 import sys
 x86, arm = ([float(v) for v in s.split()] for s in sys.argv[1:3])

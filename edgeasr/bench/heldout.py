@@ -25,11 +25,17 @@ def calibration_label(row: dict) -> str:
     return f"{cal['dataset']} {cal['n_clips']}x{cal['concat']} t{cal['max_decoder_tokens']}"
 
 
+def _identity(row: dict) -> tuple:
+    """What a row measured, independent of the cell key (which changes when `Recipe` gains a field)."""
+    return (row["model"], row["method"], row["bits"], row.get("group_size"), row["dataset"], row.get("limit"),
+            row.get("spread"), calibration_label(row), json.dumps(row.get("options") or {}, sort_keys=True))
+
+
 def _ok(rows: list[dict]) -> list[dict]:
-    latest: dict[str, dict] = {}
+    latest: dict[tuple, dict] = {}
     for row in rows:
         if row.get("status") == "ok":
-            latest[row["key"]] = row  # a re-run cell replaces the older row
+            latest[_identity(row)] = row  # a re-run of the same measurement replaces the older row
     return list(latest.values())
 
 
@@ -95,7 +101,9 @@ def main_table(rows: list[dict], model: str, calibration: str | None) -> str:
     columns = sorted({(r["bits"], r["method"]) for r in mine if r["bits"] != "fp"})
     if not sets or not columns:
         return ""
-    head = ["set", "FP"] + [f"{m} {b.upper()}" for b, m in columns] + ["best W4 (Δ)", "best W3 (Δ)"]
+    eff = {(r["bits"], r["method"]): _bits(r) for r in mine}
+    head = ["set", "FP"] + [f"{m} {b.upper()} ({eff[b, m]} b)" for b, m in columns]
+    head += ["best W4 (Δ, bits)", "best W3 (Δ, bits)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in sets:
         at = {(r["bits"], r["method"]): r for r in mine if r["dataset"] == s}
@@ -106,7 +114,7 @@ def main_table(rows: list[dict], model: str, calibration: str | None) -> str:
             cands = [(r["wer"], m) for (b, m), r in at.items() if b == bits]
             if cands and fp:
                 wer, method = min(cands)
-                row.append(f"{method} {wer:.2f} ({wer - fp['wer']:+.2f})")
+                row.append(f"{method} {wer:.2f} ({wer - fp['wer']:+.2f}, {eff[bits, method]} b)")
             else:
                 row.append("")
         lines.append("| " + " | ".join(row) + " |")

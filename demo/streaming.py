@@ -6,6 +6,11 @@ streaming resampler keeps chunk edges seamless, which per-chunk resampling would
 Microphone chunks are handed to a worker thread (`submit`) rather than decoded in the request: the
 browser skips chunks while a request is pending, so a handler that decodes loses audio whenever the
 CPU lags real time. The worker feeds every chunk in order; the lag it accumulates is shown.
+
+Every session of the demo (each browser tab's Live stream, each A/B side) decodes on one shared
+`DecodeScheduler` (edgeasr/stream/scheduler.py), the server's: one decode at a time, since each uses
+every core; accepting audio (VAD, end of turn, finals) before anyone's partial; partials coalesced and
+spaced out under load.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from functools import cache
 
 import numpy as np
 import soxr
@@ -21,12 +27,19 @@ import soxr
 from edgeasr.audio import SAMPLE_RATE, prepare_audio
 from edgeasr.engine import Engine
 from edgeasr.stream import LineChanged, LineCompleted, LineStarted, SessionOptions, StreamingSession
+from edgeasr.stream.scheduler import DecodeScheduler, ThreadSessionRunner
 
 from .engines import EngineKey
 
 EMPTY_TRANSCRIPT = "*(listening: speak, or stream a sample clip)*"
 WORKER_IDLE_SECONDS = 30.0
 """A microphone worker with nothing to do for this long ends (the next chunk starts a new one)."""
+
+
+@cache
+def decode_scheduler() -> DecodeScheduler:
+    """The demo's one decode worker (created on first use), shared by every streaming session."""
+    return DecodeScheduler(workers=1, name="demo-decode")
 
 
 def to_mono_float(samples: np.ndarray) -> np.ndarray:
@@ -68,26 +81,41 @@ class Transcriber:
     worker: threading.Thread | None = field(default=None, repr=False)
     failure: BaseException | None = None
     """What stopped the worker, raised to the next caller of `check`."""
+    runner: ThreadSessionRunner = field(init=False, repr=False)
+    """Runs `session` on the shared decode scheduler; the key stays across recipe switches."""
+
+    def __post_init__(self) -> None:
+        self.runner = ThreadSessionRunner(decode_scheduler(), self.session, self._apply, key=id(self))
 
     @classmethod
     def start(cls, key: EngineKey, engine: Engine, options: SessionOptions | None = None) -> "Transcriber":
-        return cls(key, StreamingSession(engine, options))
+        return cls(key, _session(engine, options or SessionOptions()))
 
     def feed(self, rate: int, samples: np.ndarray, captured_at: float | None = None) -> None:
         """Push one chunk at `rate` Hz, captured at `captured_at` (default: just now); updates finals and the
         partial line."""
-        audio = to_mono_float(samples)
         captured_at = time.perf_counter() if captured_at is None else captured_at
         if self.captured_from is None:  # a stream fed directly (a replay), not through `submit`
-            self.captured_from, self.worst_lag, self.skipped_seconds = captured_at - audio.size / rate, 0.0, 0.0
-        if rate != SAMPLE_RATE:
-            if self.resampler is None or self.input_rate != rate:
-                self.input_rate, self.resampler = rate, soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
-            audio = self.resampler.resample_chunk(audio)
+            self.captured_from, self.worst_lag, self.skipped_seconds = captured_at - len(samples) / rate, 0.0, 0.0
+        self._feed([(rate, samples)], captured_at)
+
+    def _feed(self, chunks: list[tuple[int, np.ndarray]], captured_at: float) -> None:
+        """Accept chunks as one piece of audio: one job, so no other session's partial runs in between."""
+        pieces = [self._resample(rate, to_mono_float(samples)) for rate, samples in chunks]
+        audio = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
         if audio.size:
-            self._apply(self.session.accept(audio))
+            self.runner.accept(audio)
+        else:
+            self.runner.audio_waiting(False)
         self.processed_until = captured_at
         self.worst_lag = max(self.worst_lag or 0.0, self.lag_seconds())
+
+    def _resample(self, rate: int, audio: np.ndarray) -> np.ndarray:
+        if rate == SAMPLE_RATE:
+            return audio
+        if self.resampler is None or self.input_rate != rate:
+            self.input_rate, self.resampler = rate, soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
+        return self.resampler.resample_chunk(audio)
 
     def submit(self, rate: int, samples: np.ndarray) -> None:
         """Queue a chunk that has just been captured; the worker feeds it (in order), the caller returns now."""
@@ -98,6 +126,7 @@ class Transcriber:
         self.received_seconds += len(samples) / rate
         # Recording time the browser sent nothing for: it skips chunks while a request is pending.
         self.skipped_seconds = max(0.0, now - self.captured_from - self.received_seconds)
+        self.runner.audio_waiting()  # before the chunk can be taken: its accept clears the mark
         self.inbox.put((rate, samples, now))
         if self.worker is None or not self.worker.is_alive():
             self.worker = threading.Thread(target=self._work, name="live-mic", daemon=True)
@@ -106,16 +135,22 @@ class Transcriber:
     def _work(self) -> None:
         while True:
             try:
-                rate, samples, captured_at = self.inbox.get(timeout=WORKER_IDLE_SECONDS)
+                batch = [self.inbox.get(timeout=WORKER_IDLE_SECONDS)]
             except queue.Empty:
                 return
+            # Take everything waiting: one accept over more audio catches up faster than many small ones.
+            while not self.inbox.empty():
+                batch.append(self.inbox.get_nowait())
             try:
                 if self.failure is None:
-                    self.feed(rate, samples, captured_at)
+                    self._feed([(rate, samples) for rate, samples, _ in batch], batch[-1][2])
             except Exception as exc:  # noqa: BLE001 - reported by the next handler call (`check`)
                 self.failure = exc
             finally:
-                self.inbox.task_done()
+                if self.failure is not None:
+                    self.runner.audio_waiting(False)  # never accepted: must not hold back others' partials
+                for _ in batch:
+                    self.inbox.task_done()
 
     def check(self) -> None:
         """Raise what stopped the worker, once."""
@@ -142,15 +177,16 @@ class Transcriber:
             tail = self.resampler.resample_chunk(np.zeros(0, np.float32), last=True)
             self.resampler = None
             if tail.size:
-                self._apply(self.session.accept(tail))
-        self._apply(self.session.finish())
+                self.runner.accept(tail)
+        self.runner.finish()
         self.partial = ""
         self.captured_from = self.processed_until = None
 
     def switch(self, key: EngineKey, engine: Engine) -> None:
         """Carry on with another recipe: close the open line, keep the transcript, mark the switch."""
         self.finish()
-        self.key, self.session = key, StreamingSession(engine, self.session.options)
+        self.key = key
+        self._open(StreamingSession(engine, self.session.options))
         self.recipe_since = len(self.finals)
         self.notes.append(f"switched to {key.label}")
         self.order.append(("note", len(self.notes) - 1))
@@ -160,7 +196,11 @@ class Transcriber:
         options = self.session.options
         if mode != options.turn.mode:
             self.finish()
-            self.session = StreamingSession(self.session.engine, replace(options, turn=replace(options.turn, mode=mode)))
+            self._open(StreamingSession(self.session.engine, replace(options, turn=replace(options.turn, mode=mode))))
+
+    def _open(self, session: StreamingSession) -> None:
+        self.session = session
+        self.runner = ThreadSessionRunner(self.runner.scheduler, session, self._apply, key=self.runner.key)
 
     def _apply(self, events: list) -> None:
         for event in events:
@@ -188,6 +228,11 @@ class Transcriber:
         if self.partial:
             shown.append(f"*{self.partial} …*")
         return "\n\n".join(shown) or EMPTY_TRANSCRIPT
+
+
+def _session(engine: Engine, options: SessionOptions) -> StreamingSession:
+    """A session whose partials the scheduler runs (never inside `accept`)."""
+    return StreamingSession(engine, replace(options, inline_partials=False))
 
 
 def replay(engine: Engine, key: EngineKey, audio: np.ndarray, rate: int, chunk_seconds: float = 0.5,

@@ -29,11 +29,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from edgeasr.audio import SAMPLE_RATE
 from edgeasr.protocol import ACK, DROPPED, READY, SUMMARY, ProtocolError, StreamConfig, decode_frame, dumps, is_end, parse_text
 from edgeasr.stream import LineCompleted, SessionOptions, StreamingSession
+from edgeasr.stream.scheduler import SessionRunner
 
 from .engines import EngineHub
 from .metrics import Metrics, percentiles
 from .options import ServerOptions
-from .scheduler import SessionRunner
 from .protocol import Resampler
 
 log = logging.getLogger(__name__)

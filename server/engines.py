@@ -18,8 +18,8 @@ from edgeasr.paths import cache_dir
 from edgeasr.protocol import ProtocolError, StreamConfig
 from edgeasr.quant.recipe import Recipe
 from edgeasr.resolver import NotCachedError, ResolveOptions, Target, cached_bundles, parse_target, resolve
+from edgeasr.stream.scheduler import DecodeScheduler
 from .options import ServerOptions
-from .scheduler import DecodeScheduler
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,7 +47,7 @@ class EngineHub:
         self.default: str | None = None
         self._loading: dict[str, asyncio.Future] = {}
         self.pool = DecodeScheduler(options.workers)
-        """Finals and end-of-turn decisions first, partials last (see server/scheduler.py)."""
+        """Finals and end-of-turn decisions first, partials last (see edgeasr/stream/scheduler.py)."""
 
     def resolve_options(self, quantize: bool) -> ResolveOptions:
         return ResolveOptions(engine=self.options.engine, threads=self.options.resolved_threads(), quantize=quantize)

@@ -1,15 +1,12 @@
-"""End of turn (Smart Turn v3.2 on webrtcvad) and finals before partials, on real audio and real models.
+"""End of turn (Smart Turn v3.2 on webrtcvad), on real audio and real models (finals before partials: test_scheduler.py).
 
 Nothing here is timed: where a line ended is read in audio time (`ended_by`, `end`, the decision point
-`latency_ms - finalize_ms`), and the server's order guarantee from the order events arrive in.
+`latency_ms - finalize_ms`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -22,7 +19,6 @@ from edgeasr.stream import LineCompleted, SessionOptions, StreamingSession
 from edgeasr.stream.sources import ArraySource
 from edgeasr.stream.turn import TurnOptions, load_turn_model, turn_features
 from edgeasr.zoo.catalog import MOONSHINE_VOICE
-from server.scheduler import FINAL, PARTIAL, DecodeScheduler
 
 
 def _silence(ms: int) -> np.ndarray:
@@ -57,38 +53,6 @@ def test_turn_options_reject_bad_values() -> None:
         TurnOptions(mode="semantic")
     with pytest.raises(ValueError, match="threshold"):
         TurnOptions(threshold=1.5)
-
-
-def test_scheduler_runs_finals_before_queued_partials_one_job_per_key() -> None:
-    async def main() -> list:
-        scheduler = DecodeScheduler(workers=1)
-        gate, running = threading.Event(), {}
-
-        def job(name: str, key: str) -> str:
-            assert not running.get(key), f"two jobs of {key} at once"
-            running[key] = True
-            if name == "blocker":
-                gate.wait(10)
-            running[key] = False
-            return name
-
-        blocker = asyncio.ensure_future(scheduler.run(job, "blocker", "a", priority=PARTIAL, key="a"))
-        while not scheduler.started:
-            await asyncio.sleep(0.01)
-        queued = [asyncio.ensure_future(scheduler.run(job, f"partial-{k}", k, priority=PARTIAL, key=k))
-                  for k in ("b", "c")]
-        queued.append(asyncio.ensure_future(scheduler.run(job, "final-a", "a", priority=FINAL, key="a")))
-        queued.append(asyncio.ensure_future(scheduler.run(job, "final-d", "d", priority=FINAL, key="d")))
-        while scheduler.waiting < 4:
-            await asyncio.sleep(0.01)
-        assert scheduler.backoff() == 5.0
-        gate.set()
-        await asyncio.gather(blocker, *queued)
-        scheduler.close()
-        return scheduler.started
-
-    started = asyncio.run(main())
-    assert started == [(PARTIAL, "a"), (FINAL, "a"), (FINAL, "d"), (PARTIAL, "b"), (PARTIAL, "c")]
 
 
 # -- real audio, real models -----------------------------------------------------------------------
@@ -159,86 +123,6 @@ def test_missing_model_falls_back_to_the_hangover(engine: Engine, beckett: np.nd
     lines = _finals(during + at_finish)
     assert lines and all(e.ended_by == "hangover" and e.turn_probability is None for e in lines), lines
     assert all(e.latency_ms - e.finalize_ms >= options.vad.hangover_ms - 1 for e in lines)  # float rounding
-
-
-@pytest.mark.slow
-def test_server_completes_a_line_before_later_partials_of_another_session(beckett: np.ndarray) -> None:
-    """Two clients on one decode worker: A says a sentence and stops, B talks on with partials. A's final
-    is never sent later than a partial of B whose audio arrived after A's end-of-speech was decidable."""
-    pytest.importorskip("fastapi")
-    pytest.importorskip("websockets")
-    import socket
-
-    import uvicorn
-    from websockets.asyncio.client import connect
-
-    from server.app import STREAM_PATH, create_app
-    from server.options import ServerOptions
-
-    options = ServerOptions(host="127.0.0.1", port=0, token="t", models=("moonshine-tiny",), lazy_zoo=False,
-                            workers=1, max_queue_seconds=30.0, log_level="warning")
-    app = create_app(options)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 180
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert server.started
-    url = f"ws://127.0.0.1:{sock.getsockname()[1]}{STREAM_PATH}"
-    chunk = SAMPLE_RATE // 10
-    speaker_a = np.concatenate([beckett[: 3 * SAMPLE_RATE], _silence(2500)])  # "Ever tried. Ever failed."
-    speaker_b = np.concatenate([beckett, beckett])
-
-    async def client(audio: np.ndarray, sent: list, received: list, end_of_turn: str) -> None:
-        import json
-
-        async with connect(url, additional_headers={"Authorization": "Bearer t"}) as ws:
-            await ws.send(json.dumps({"sample_rate": SAMPLE_RATE, "encoding": "float32", "end_of_turn": end_of_turn}))
-            assert json.loads(await ws.recv())["type"] == "ready"
-
-            async def reader() -> None:
-                async for message in ws:
-                    event = json.loads(message)
-                    received.append((time.perf_counter(), event))
-                    if event["type"] == "summary":
-                        return
-
-            task = asyncio.create_task(reader())
-            for i in range(0, audio.size, chunk):  # real time, as a microphone would send it
-                await ws.send(audio[i:i + chunk].astype("<f4").tobytes())
-                sent.append((time.perf_counter(), (i + chunk) / SAMPLE_RATE))
-                await asyncio.sleep(0.1)
-            await ws.send(json.dumps({"type": "end"}))
-            await asyncio.wait_for(task, 120)
-
-    async def main():
-        a_sent, a_got, b_sent, b_got = [], [], [], []
-        await asyncio.gather(client(speaker_a, a_sent, a_got, "vad"), client(speaker_b, b_sent, b_got, "vad"))
-        return a_sent, a_got, b_sent, b_got
-
-    try:
-        a_sent, a_got, b_sent, b_got = asyncio.run(main())
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
-    a_finals = [(t, e) for t, e in a_got if e["type"] == "LineCompleted"]
-    b_partials = [(t, e) for t, e in b_got if e["type"] in ("LineStarted", "LineChanged")]
-    assert a_finals and b_partials
-    hangover = SessionOptions().vad.hangover_ms / 1000
-    pad = SessionOptions().final_pad_ms / 1000
-    checked = 0
-    for got_at, final in a_finals:
-        # A's end of speech was decidable once the audio up to its end plus the hangover had been sent.
-        decidable = final["end"] - pad + hangover + 0.1
-        sent_at = next(t for t, upto in a_sent if upto >= decidable)
-        later = [t for t, e in b_partials if next(s for s, upto in b_sent if upto >= e["end"]) > sent_at]
-        assert all(t >= got_at for t in later), (final, later, got_at)
-        checked += len(later)
-    assert checked > 0, "no partial of B came after A's final: the test exercised nothing"
 
 
 def test_text_gate_reads_sentence_punctuation() -> None:

@@ -74,12 +74,12 @@ def _processing_lag(state: Transcriber) -> str:
         if worst < LAG_WARNING_SECONDS:
             return f"Last stream: processing kept up with real time (at most {worst:.1f} s behind the audio)."
         return (f"⚠️ Last stream: processing fell up to **{worst:.1f} s behind real time** (this CPU decoded "
-                "slower than the audio arrived; partials were skipped to catch up).")
+                "slower than the audio arrived; fewer partials were shown to catch up).")
     lag = state.lag_seconds()
     if lag < LAG_WARNING_SECONDS:
         return f"Keeping up with real time (processing {lag:.1f} s behind the audio)."
     return (f"⚠️ Processing is **{lag:.1f} s behind real time**: this CPU decodes slower than the audio arrives "
-            "right now (a final decode or another session is running); partials are skipped until it catches up.")
+            "right now (a final decode or another session is running); partials are merged until it catches up.")
 
 
 def prepare(model: str, method: str, bits: int, state: Transcriber | None,

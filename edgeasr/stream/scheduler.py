@@ -1,32 +1,33 @@
-"""Finals before partials: one decode scheduler shared by every connection of the server.
+"""Finals before partials: one decode scheduler shared by every streaming session of a process.
 
-Every blocking call on a session goes through `DecodeScheduler.run` with a priority: `FINAL` for
-`StreamingSession.accept` and `finish` (VAD, end-of-turn scoring, speculative and final decodes), `PARTIAL`
-for partial re-decodes. A free worker always takes the most urgent waiting job, oldest first, so a final or
-an end-of-turn decision never waits behind queued partials (it may wait for decodes already running,
-which are never interrupted). Jobs with the same key (one session) never run at the same time, so a
-session's audio is accepted in order and its partial never overlaps its `accept`. A connection marks its
-key as having audio waiting (`audio_waiting`) the moment a frame arrives, before its `accept` job can be
-queued; no partial starts while any session has audio waiting, so a partial never slips in between a
-frame's arrival and the `accept` that may complete a line with it.
+The server's connections and the demo's browser sessions share CPU through it. Every blocking call on a
+session goes through `DecodeScheduler` with a priority: `FINAL` for `StreamingSession.accept` and `finish`
+(VAD, end-of-turn scoring, speculative and final decodes), `PARTIAL` for partial re-decodes. A free
+worker always takes the most urgent waiting job, oldest first, so a final or an end-of-turn decision never
+waits behind queued partials (it may wait for decodes already running, which are never interrupted).
+Jobs with the same key (one session) never run at the same time, so a session's audio is accepted in
+order and its partial never overlaps its `accept`. A front end marks its key as having audio waiting
+(`audio_waiting`) the moment audio arrives, before its `accept` job can be queued; no partial starts while
+any session has audio waiting, so a partial never slips in between the audio's arrival and the `accept`
+that may complete a line with it.
 
-`SessionRunner` drives one session on it: `accept()` hands every chunk to the session (no audio is ever
-skipped); when the session reports a partial due, at most one partial job is queued for it. That job
-decodes whatever audio has arrived by the time it runs (the partials of a line coalesce), and the next
-one is spaced out by `backoff()`, which grows with the jobs waiting per worker (partial cadence backs off
-under load).
+A session runner drives one session (built with `inline_partials=False`) on it: every chunk goes to
+`accept` (no audio is ever skipped); when the session reports a partial due, at most one partial job is
+queued for it. That job decodes whatever audio has arrived by the time it runs (the partials of a line
+coalesce), and the next one is spaced out by `backoff()`, which grows with the jobs waiting per worker
+(partial cadence backs off under load). `SessionRunner` serves asyncio front ends (the server),
+`ThreadSessionRunner` plain threads (the demo). Torch-free: only the standard library.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FINAL, PARTIAL = 0, 1
@@ -39,7 +40,7 @@ class DecodeScheduler:
     def __init__(self, workers: int, name: str = "decode") -> None:
         self.workers = max(1, workers)
         self._cond = threading.Condition()
-        self._jobs: list[tuple[int, int, Any, Callable, tuple, asyncio.AbstractEventLoop, asyncio.Future]] = []
+        self._jobs: list[tuple[int, int, Any, Callable, tuple, Future]] = []
         self._seq = itertools.count()
         self._busy: set = set()
         self._waiting: set = set()
@@ -70,18 +71,25 @@ class DecodeScheduler:
         """How far to space out the next partial: 1 when idle, +1 for every worker's worth of waiting jobs."""
         return 1.0 + len(self._jobs) / self.workers
 
-    async def run(self, fn: Callable[..., T], *args, priority: int = FINAL, key: Any = None) -> T:
-        """Run blocking `fn(*args)` on a worker when its turn comes; the event loop stays free meanwhile."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+    def submit(self, fn: Callable[..., T], *args, priority: int = FINAL, key: Any = None) -> Future:
+        """Queue blocking `fn(*args)`; the returned future settles when it ran (cancel it to skip it)."""
+        future: Future = Future()
         with self._cond:
             if self._closed:
                 raise RuntimeError("the decode scheduler is closed")
-            self._jobs.append((priority, next(self._seq), key, fn, args, loop, future))
+            self._jobs.append((priority, next(self._seq), key, fn, args, future))
             if priority == FINAL:
                 self._waiting.discard(key)  # the audio that was waiting is in this job (atomically: no gap)
             self._cond.notify()
-        return await future
+        return future
+
+    def call(self, fn: Callable[..., T], *args, priority: int = FINAL, key: Any = None) -> T:
+        """Run `fn(*args)` when its turn comes and return its result (blocks the calling thread)."""
+        return self.submit(fn, *args, priority=priority, key=key).result()
+
+    async def run(self, fn: Callable[..., T], *args, priority: int = FINAL, key: Any = None) -> T:
+        """Run `fn(*args)` when its turn comes; the event loop stays free meanwhile."""
+        return await asyncio.wrap_future(self.submit(fn, *args, priority=priority, key=key))
 
     def _next(self):
         """The most urgent job whose key is not running (called with the lock held)."""
@@ -101,51 +109,51 @@ class DecodeScheduler:
                     self._cond.wait()
                 if job is None:
                     return
-                priority, _, key, fn, args, loop, future = job
+                priority, _, key, fn, args, future = job
+                if not future.set_running_or_notify_cancel():
+                    continue  # cancelled while queued (its connection went away)
                 if key is not None:
                     self._busy.add(key)
                 self.started.append((priority, key))
                 del self.started[:-1000]
             try:
                 result, error = fn(*args), None
-            except BaseException as exc:  # handed to the awaiting coroutine, which decides
+            except BaseException as exc:  # handed to whoever waits on the future, who decides
                 result, error = None, exc
             finally:
                 with self._cond:
                     self._busy.discard(key)
                     self._cond.notify_all()
-            loop.call_soon_threadsafe(_settle, future, result, error)
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
 
     def close(self) -> None:
         """Stop taking jobs; queued ones are cancelled, running ones finish."""
         with self._cond:
             self._closed = True
-            for *_, loop, future in self._jobs:
-                loop.call_soon_threadsafe(future.cancel)
+            for *_, future in self._jobs:
+                future.cancel()
             self._jobs.clear()
             self._cond.notify_all()
 
 
-def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _check_session(session) -> None:
+    if session.options.inline_partials:
+        raise ValueError("a session runner needs a session built with SessionOptions(inline_partials=False)")
 
 
 class SessionRunner:
-    """Runs one `StreamingSession` (built with `inline_partials=False`) on a shared `DecodeScheduler`.
+    """Runs one `StreamingSession` (built with `inline_partials=False`) on a shared `DecodeScheduler` from asyncio.
 
     `emit(events, *args)` is awaited with each batch of events, strictly in the order the session produced
     them (a partial decoded before a final is emitted before it); `args` are those of the latest `accept`.
     """
 
-    def __init__(self, scheduler: DecodeScheduler, session, emit: Callable[[list], Awaitable[None]],
+    def __init__(self, scheduler: DecodeScheduler, session, emit: Callable[..., Awaitable[None]],
                  key: Any = None) -> None:
-        if session.options.inline_partials:
-            raise ValueError("SessionRunner needs a session built with SessionOptions(inline_partials=False)")
+        _check_session(session)
         self.scheduler, self.session, self.emit = scheduler, session, emit
         self.key = key if key is not None else id(session)
         self._partial: asyncio.Task | None = None
@@ -190,3 +198,39 @@ class SessionRunner:
         self.scheduler.audio_waiting(self.key, False)
         if self._partial is not None and not self._partial.done():
             self._partial.cancel()
+
+
+class ThreadSessionRunner:
+    """Runs one `StreamingSession` (built with `inline_partials=False`) on a shared `DecodeScheduler` from threads.
+
+    `apply(events)` is called inside the session's own jobs, which never overlap, so every batch is applied
+    in the order the session produced it, whichever thread waits. `accept` and `finish` block the caller
+    until their job ran; a partial runs later, on its own.
+    """
+
+    def __init__(self, scheduler: DecodeScheduler, session, apply: Callable[[list], None], key: Any = None) -> None:
+        _check_session(session)
+        self.scheduler, self.session, self.apply = scheduler, session, apply
+        self.key = key if key is not None else id(session)
+        self._partial: Future | None = None
+
+    def audio_waiting(self, waiting: bool = True) -> None:
+        """Call when audio for this session arrives (before `accept`); False when it will not be accepted."""
+        self.scheduler.audio_waiting(self.key, waiting)
+
+    def accept(self, samples) -> None:
+        """Feed audio (FINAL priority); queue one coalesced partial if the session wants one."""
+        self.scheduler.call(self._accept, samples, priority=FINAL, key=self.key)
+
+    def _accept(self, samples) -> None:
+        self.apply(self.session.accept(samples))
+        if self.session.partial_due and (self._partial is None or self._partial.done()):
+            self._partial = self.scheduler.submit(self._run_partial, priority=PARTIAL, key=self.key)
+
+    def _run_partial(self) -> None:
+        # The backoff is read when the job starts, not when it was queued.
+        self.apply(self.session.partial(self.scheduler.backoff()))
+
+    def finish(self) -> None:
+        """Complete the open line (FINAL priority: a queued partial runs after it and has nothing left to say)."""
+        self.scheduler.call(lambda: self.apply(self.session.finish()), priority=FINAL, key=self.key)

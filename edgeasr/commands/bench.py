@@ -18,6 +18,7 @@ BENCHES: dict[str, str] = {
     "quant": "edgeasr.bench.quant:cli",
     "server": "edgeasr.bench.server:cli",
     "kernels": "edgeasr.bench.kernels:cli",
+    "personal": "edgeasr.bench.personal:cli",
 }
 
 

@@ -13,7 +13,7 @@ from edgeasr.paths import package_data
 
 from .engines import FP, EngineKey
 from .facts import warm_up
-from .tabs import ab, live, study
+from .tabs import ab, live, study, voice
 
 DEFAULT_MODEL = "moonshine-tiny"
 RESULTS_DIR = package_data("edgeasr.results")
@@ -24,7 +24,8 @@ Quantized Whisper and Moonshine on a CPU, with the cost of every utterance: meas
 resident memory of the engine that ran (the packed **bundle** a board runs, or the **torch** research model), next to
 stored weight memory, effective bits per weight, memory I/O and bit operations (BOPs = Σ MACs × weight bits ×
 activation bits). **Baseline: FP = FP16** (16 bits per unquantized weight). **A/B** compares two recipes on the same
-audio, **Live** transcribes your microphone or a clip, **Study** shows the sweep."""
+audio, **Live** transcribes your microphone or a clip, **Tune for my voice** calibrates a bundle on your own
+speech and compares it with the generic one, **Study** shows the sweep."""
 
 
 def build_app(default_model: str = DEFAULT_MODEL, results_dir: Path = RESULTS_DIR) -> gr.Blocks:
@@ -35,6 +36,8 @@ def build_app(default_model: str = DEFAULT_MODEL, results_dir: Path = RESULTS_DI
             ab.build(default_model, results_dir)
         with gr.Tab("Live", id="live"):
             live.build(default_model, results_dir)
+        with gr.Tab("Tune for my voice", id="voice"):
+            voice.build(default_model)
         with gr.Tab("Study", id="study"):
             study.build(results_dir)
     return app

@@ -24,7 +24,7 @@ from typing import AsyncIterator, Iterable, Iterator
 import numpy as np
 
 from edgeasr.errors import EdgeASRError
-from edgeasr.protocol import ACK, END, ERROR, READY, SUMMARY, TOKEN_ENV, StreamConfig, dumps, encode_frame
+from edgeasr.protocol import ACK, END, ERROR, READY, SUMMARY, TOKEN_ENV, StreamConfig, StreamRequest, dumps, encode_frame
 
 Source = str | Path | np.ndarray | Iterable[np.ndarray]
 
@@ -42,28 +42,13 @@ class IncompleteStreamError(EdgeASRError):
     """The stream ended without the server's `summary`: the transcript may be missing audio."""
 
 
-@dataclass
-class ClientOptions:
-    """What to ask the server for and how to send the audio."""
+@dataclass(frozen=True, kw_only=True)
+class ClientOptions(StreamRequest):
+    """What to ask the server for (the `StreamRequest` fields: model, partials, overflow, end_of_turn, ...,
+    sent in the config message) and how to send the audio (the fields below)."""
 
     token: str | None = field(default_factory=lambda: os.environ.get(TOKEN_ENV) or None)
     """Server token; default $EDGEASR_SERVER_TOKEN."""
-    model: str | None = None
-    """Served model name (None: the server's default)."""
-    recipe: dict | None = None
-    """Quantized recipe {"model", "method", "w_bits"} instead of a model name."""
-    checkpoint: str | None = None
-    """Quantized checkpoint label in the server's cache instead of a model name."""
-    partials: bool = True
-    """Ask for partial lines (False: finals only)."""
-    max_queue_seconds: float | None = None
-    """Ask the server to queue at most this much audio (lower: less lag, more dropped audio when it is busy)."""
-    overflow: str = "drop"
-    """When the server's queue is full: "drop" audio (live sources) or "block" (faster-than-real-time replays)."""
-    end_of_turn: str | None = None
-    """"smart" or "vad" end-of-turn detection (None: the server's default)."""
-    encoding: str = "pcm16"
-    """Wire encoding of audio frames: pcm16 (half the bytes) or float32."""
     chunk_ms: int = 100
     """Audio per frame when the source is a file or an array."""
     realtime: bool = True
@@ -77,10 +62,6 @@ class ClientOptions:
     """Seconds to wait for the next event once the audio is sent (the summary comes last)."""
     raise_on_error: bool = True
     """Raise ServerError after yielding an error event (False: yield it and read on to the summary)."""
-
-    def config(self, sample_rate: int) -> StreamConfig:
-        return StreamConfig(sample_rate, self.encoding, self.model, self.recipe, self.checkpoint, self.partials,
-                            self.max_queue_seconds, self.overflow, self.end_of_turn)
 
 
 def _chunks_of(source: Source, sample_rate: int | None, chunk_ms: int) -> tuple[int, Iterable[np.ndarray], bool]:
@@ -136,7 +117,7 @@ async def stream_async(url: str, source: Source, sample_rate: int | None = None,
         raise IncompleteStreamError(f"cannot connect to {url}: {exc or type(exc).__name__}") from None
     async with ws:
         try:
-            await ws.send(options.config(rate).message())
+            await ws.send(StreamConfig.of(options, rate).message())
         except ConnectionClosed:
             pass  # rejected before the config arrived (token, capacity): the error event is still readable
         try:

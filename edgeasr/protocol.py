@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -157,12 +157,14 @@ def _check_recipe(recipe: Any) -> None:
                                 f"got {value!r}")
 
 
-@dataclass(frozen=True)
-class StreamConfig:
-    """The client's opening message: which model, and how the audio frames are encoded."""
+@dataclass(frozen=True, kw_only=True)
+class StreamRequest:
+    """What a client asks of the server for one stream: the config message less the audio's sample rate.
 
-    sample_rate: int
-    """Rate of the audio the client sends; the server resamples to 16 kHz."""
+    The one definition of these fields: `StreamConfig` (the message) and `edgeasr.client.ClientOptions`
+    both derive from it.
+    """
+
     encoding: str = "pcm16"
     """"pcm16" (little-endian int16) or "float32" (little-endian, [-1, 1]); mono."""
     model: str | None = None
@@ -182,9 +184,28 @@ class StreamConfig:
     """"smart" (Smart Turn ends a line at a short pause when the sentence sounds finished) or "vad" (the
     VAD hangover only); None = the server's default (`SessionOptions`)."""
 
+
+@dataclass(frozen=True)
+class StreamConfig(StreamRequest):
+    """The client's opening message: which model, and how the audio frames are encoded.
+
+    `StreamConfig(16000, model="moonshine-tiny")`: the sample rate is positional, the request fields
+    keyword-only.
+    """
+
+    sample_rate: int
+    """Rate of the audio the client sends; the server resamples to 16 kHz."""
+
+    @classmethod
+    def of(cls, request: StreamRequest, sample_rate: int) -> "StreamConfig":
+        """The config message for `request` (or any subclass, e.g. the client's options) with audio at `sample_rate`."""
+        return cls(sample_rate, **{f.name: getattr(request, f.name) for f in fields(StreamRequest)})
+
     def message(self) -> str:
         """The config as the client sends it (None fields left out)."""
-        return dumps({"type": CONFIG, **{k: v for k, v in asdict(self).items() if v is not None}})
+        data = asdict(self)
+        data = {"sample_rate": data.pop("sample_rate"), **data}
+        return dumps({"type": CONFIG, **{k: v for k, v in data.items() if v is not None}})
 
     @classmethod
     def parse(cls, text: str) -> "StreamConfig":
@@ -228,8 +249,9 @@ class StreamConfig:
         end_of_turn = data.get("end_of_turn")
         if end_of_turn is not None and end_of_turn not in END_OF_TURN_MODES:
             raise _config_error(f"end_of_turn must be one of {END_OF_TURN_MODES}, got {end_of_turn!r}")
-        return cls(rate, encoding, data.get("model"), data.get("recipe"), data.get("checkpoint"),
-                   partials, queue, overflow, end_of_turn)
+        return cls(rate, encoding=encoding, model=data.get("model"), recipe=data.get("recipe"),
+                   checkpoint=data.get("checkpoint"), partials=partials, max_queue_seconds=queue, overflow=overflow,
+                   end_of_turn=end_of_turn)
 
 
 # -- audio frames -------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from edgeasr.protocol import (CLOSE_CODES, CONFIG, MAX_JSON_DEPTH, MAX_TEXT_BYTE
 
 @pytest.mark.parametrize("config", [
     StreamConfig(16000),
-    StreamConfig(48000, "float32", model="moonshine-tiny", partials=False, max_queue_seconds=2.5, overflow="block"),
+    StreamConfig(48000, encoding="float32", model="moonshine-tiny", partials=False, max_queue_seconds=2.5, overflow="block"),
     StreamConfig(8000, recipe={"model": "moonshine-tiny", "method": "rtn", "w_bits": 8, "group_size": 64}),
     StreamConfig(44100, checkpoint="moonshine-tiny-gptq-w4a16g64", end_of_turn="vad"),
 ], ids=["minimal", "model", "recipe", "checkpoint"])

@@ -1,5 +1,11 @@
-"""A small byte-budget sweep: mixed-precision recipes at budgets between uniform W2 and W4 bundles, against
-those uniform recipes, WER on an evenly spread subset of a set (`python -m edgeasr.bench.budget`)."""
+"""The byte-budget sweep: mixed-precision bundles at budgets between the uniform W2 and W4 bundles, against
+those uniform bundles, WER on whole sets (`python -m edgeasr.bench.budget`).
+
+Every recipe runs as the board runs it: the resolver quantizes it (checkpoint cache), exports the packed bundle
+once (bundle cache), and ONNX Runtime transcribes. The bytes on the x axis are the exported bundle's, every file
+(MB = 10^6 bytes). Rows are appended as they finish and a rerun skips the rows already in the file, so a sweep
+can be stopped and resumed.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import logging
 import os
 from pathlib import Path
 
-from edgeasr.quant.budget import MB, byte_costs
+from edgeasr.quant.budget import ESTIMATORS, MB, byte_costs
 from edgeasr.quant.recipe import CalibrationOptions, Recipe
 
 log = logging.getLogger(__name__)
@@ -26,81 +32,137 @@ class SweepOptions:
     """Base methods quantizing each layer at its chosen bits."""
     points: int = 3
     """Budgets, evenly spaced strictly between the uniform W2 and W4 bundle bytes."""
-    dataset: str = "asterisk-en"
-    """Evaluation set."""
-    limit: int = 50
-    """Utterances, evenly spread over the set."""
-    estimator: str = "median"
-    """Sensitivity estimator."""
+    datasets: tuple[str, ...] = ("asterisk-en", "tts-en")
+    """Evaluation sets, always whole."""
+    estimator: str = "kl"
+    """Sensitivity estimator (`quant.sensitivity.ESTIMATORS`)."""
     calib_clips: int = 16
-    """Calibration sequences of the calibrated methods (calib-mix); sensitivity uses 4 of them."""
+    """Calibration sequences of the calibrated base methods (calib-mix)."""
+    sensitivity_clips: int = 8
+    """Calibration sequences the sensitivity is scored on (calib-mix, transcripts dropped)."""
+    uniform: bool = True
+    """Also run the uniform W2 and W4 bundles of each method."""
+    threads: int = 2
+    """ONNX Runtime intra-op threads of the evaluation."""
 
 
-def run(options: SweepOptions, out: Path) -> list[dict]:
-    from edgeasr.bench.cell import run_cell
-    from edgeasr.bench.grid import Cell
+def sensitivity_calibration(options: SweepOptions) -> CalibrationOptions:
+    return CalibrationOptions("calib-mix", n_clips=options.sensitivity_clips, max_decoder_tokens=64)
+
+
+def bundle_bytes(bundle: Path) -> int:
+    """Every file of the bundle, the card and bundle.json included."""
+    return sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
+
+
+def _done(out: Path) -> set[tuple]:
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
+    return {(r["model"], r["method"], r["kind"], r.get("estimator"), r["dataset"]) for r in rows}
+
+
+def plan_cells(options: SweepOptions) -> list[tuple[Recipe, str, str | None, float | None]]:
+    """(recipe, kind, estimator, budget MB) of every cell: uniform W2/W4 and the mixed budgets per method."""
     from edgeasr.quant.mixed import BudgetOptions, plan
 
     calibration = CalibrationOptions("calib-mix", n_clips=options.calib_clips)
-    base = Recipe(options.model, "rtn", 4, calibration=dataclasses.replace(calibration, n_clips=4))
-    _, _, scores, fixed = plan(base, BudgetOptions(budget_mb=1e6, estimator=options.estimator))
+    scored = Recipe(options.model, "rtn", 4, calibration=sensitivity_calibration(options))
+    _, _, scores, fixed = plan(scored, BudgetOptions(budget_mb=1e6, estimator=options.estimator))
     uniform = {b: fixed + sum(byte_costs(s.layout)[b] for s in scores) for b in (2, 4)}
     step = (uniform[4] - uniform[2]) / (options.points + 1)
-    budgets = [(uniform[2] + step * (i + 1)) / MB for i in range(options.points)]
-    load = os.getloadavg()
-    rows = []
-    out.parent.mkdir(parents=True, exist_ok=True)
+    budgets = [round((uniform[2] + step * (i + 1)) / MB, 2) for i in range(options.points)]
+    cells, lowest = [], []
     for method in options.methods:
         recipe = Recipe(options.model, method, 4, calibration=calibration)
-        cells = [(dataclasses.replace(recipe, w_bits=b), "uniform", uniform[b]) for b in (2, 4)]
+        if options.uniform:  # W2 last: every method breaks there (bench/results/full.jsonl), W4 is the bar
+            cells.append((recipe, "uniform W4", None, None))
+            lowest.append((dataclasses.replace(recipe, w_bits=2), "uniform W2", None, None))
         for mb in budgets:
-            mixed, allocation, _, _ = plan(recipe, BudgetOptions(budget_mb=mb, estimator=options.estimator), scores)
-            cells.append((mixed, f"mixed {mb:.2f} MB", allocation.cost + fixed))
-        for r, kind, nbytes in cells:
-            row = run_cell(Cell(r, options.dataset, options.limit, True), threads=1)
-            row.update({"kind": kind, "bundle_bytes_estimate": nbytes, "estimator": options.estimator,
-                        "bits_histogram": {str(k): v for k, v in sorted(
-                            {b: list(r.layer_bits.values()).count(b) for b in set(r.layer_bits.values())}.items())},
-                        "layer_bits": r.layer_bits, "load_avg_at_start": load})
-            rows.append(row)
+            # the scores come from the cache: scored once per model, grid and calibration
+            mixed, _, _, _ = plan(dataclasses.replace(recipe, calibration=sensitivity_calibration(options)),
+                                  BudgetOptions(budget_mb=mb, estimator=options.estimator))
+            mixed = dataclasses.replace(mixed, calibration=calibration)
+            cells.append((mixed, f"mixed {mb:.2f} MB", options.estimator, mb))
+    return cells + lowest
+
+
+def run(options: SweepOptions, out: Path) -> None:
+    from edgeasr.evaluate import evaluate
+    from edgeasr.resolver import ResolveOptions, bundle_path, resolve
+    from edgeasr.runtime.bundle import read_bundle
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cells = plan_cells(options)
+    done = _done(out)
+    for i, (recipe, kind, estimator, mb) in enumerate(cells):
+        todo = [d for d in options.datasets if (recipe.model, recipe.method, kind, estimator, d) not in done]
+        if not todo:
+            continue
+        resolve_options = ResolveOptions(engine="bundle", threads=options.threads)
+        bundle = bundle_path(recipe, resolve_options)
+        sizes = read_bundle(bundle).data["sizes"]
+        engine = resolve(bundle, resolve_options)
+        bits = list(recipe.layer_bits.values())
+        for dataset in todo:
+            load = os.getloadavg()
+            report = evaluate(engine, dataset, progress=True)
+            row = {"model": recipe.model, "method": recipe.method, "kind": kind, "estimator": estimator,
+                   "budget_mb": mb, "dataset": dataset, "wer": round(100 * report.wer.wer, 3),
+                   "utterances": report.wer.utterances, "reference_words": report.wer.reference_words,
+                   "bundle_bytes": bundle_bytes(bundle), "bundle_bytes_without_meta": sizes["total_bytes_without_meta"],
+                   "bits_histogram": {str(b): bits.count(b) for b in sorted(set(bits))},
+                   "layer_bits": recipe.layer_bits, "label": recipe.label, "engine": "bundle",
+                   "sensitivity_clips": options.sensitivity_clips if estimator else None,
+                   "calibration": dataclasses.asdict(recipe.calibration),
+                   "audio_seconds": round(report.audio_seconds, 1), "compute_seconds": round(report.compute_seconds, 1),
+                   "load_avg_at_start": [round(x, 2) for x in load]}
             with out.open("a") as handle:
-                handle.write(json.dumps(row, default=str) + "\n")
-            log.info("%s %s: WER %s, %.2f MB", method, kind, row.get("wer"), nbytes / MB)
-    return rows
+                handle.write(json.dumps(row) + "\n")
+            log.info("[%d/%d] %s %s %s on %s: WER %.2f, %.3f MB", i + 1, len(cells), recipe.model, recipe.method,
+                     kind, dataset, row["wer"], row["bundle_bytes"] / MB)
 
 
-def write_report(rows: list[dict], out_dir: Path) -> tuple[Path, Path]:
-    """`budget.md` (one line per cell) and `budget.png` (WER against bundle bytes, mixed vs uniform, per method)."""
+def write_report(rows: list[dict], out_dir: Path, stem: str = "sweep") -> tuple[Path, Path]:
+    """`<stem>.md` (one line per bundle, WER per set) and `<stem>.png` (WER against bundle bytes, mixed vs
+    uniform, one panel per model and set)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = ["| method | recipe (sensitivity) | bundle MB (estimate) | layers at 2/4/8 bits | WER % | status |",
-             "|---|---|---|---|---|---|"]
+    datasets = sorted({r["dataset"] for r in rows})
+    models = sorted({r["model"] for r in rows})
+    bundles: dict[tuple, dict] = {}
     for r in rows:
-        hist = r.get("bits_histogram") or {}
-        split = "/".join(str(hist.get(str(b), 0)) for b in (2, 4, 8)) if hist else "uniform"
-        kind = f"uniform W{r['w_bits']}" if r["kind"] == "uniform" else f"{r['kind'].split(' (')[0]} ({r['estimator']})"
-        lines.append(f"| {r['method']} | {kind} | {r['bundle_bytes_estimate'] / MB:.2f} | {split} | "
-                     f"{r.get('wer', '')} | {r['status']} |")
-    md = out_dir / "budget.md"
+        bundles.setdefault((r["model"], r["method"], r["kind"], r["estimator"]), {}).update(
+            {"bytes": r["bundle_bytes"], "hist": r["bits_histogram"], r["dataset"]: r["wer"]})
+    lines = [f"| model | method | recipe | bundle MB | layers at 2/4/8 bits | {' | '.join(f'WER % {d}' for d in datasets)} |",
+             "|---|---|---|---|---|" + "---|" * len(datasets)]
+    for (model, method, kind, estimator), b in sorted(bundles.items(), key=lambda kv: (kv[0][:2], kv[1]["bytes"])):
+        split = "/".join(str(b["hist"].get(str(w), 0)) for w in (2, 4, 8)) if b["hist"] else "uniform"
+        recipe = kind if estimator is None else f"{kind} ({estimator})"
+        lines.append(f"| {model} | {method} | {recipe} | {b['bytes'] / MB:.3f} | {split} | "
+                     + " | ".join(str(b.get(d, "")) for d in datasets) + " |")
+    md = out_dir / f"{stem}.md"
     md.write_text("\n".join(lines) + "\n")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    series = {(r["method"], "uniform" if r["kind"] == "uniform" else f"mixed ({r['estimator']})") for r in rows}
-    for method, kind in sorted(series):
-        pts = sorted((r["bundle_bytes_estimate"] / MB, r["wer"]) for r in rows if r["method"] == method
-                     and (r["kind"] == "uniform") == (kind == "uniform") and r["status"] == "ok"
-                     and (kind == "uniform" or r["estimator"] in kind))
-        ax.plot(*zip(*pts), marker="s" if kind == "uniform" else "o", linestyle="" if kind == "uniform" else "-",
-                label=f"{method} {kind}")
-    ax.set_xlabel("bundle MB (10^6 bytes)")
-    ax.set_ylabel("WER %")
-    ax.set_yscale("log")
-    ax.legend()
-    png = out_dir / "budget.png"
+    fig, axes = plt.subplots(len(models), len(datasets), figsize=(5 * len(datasets), 3.6 * len(models)),
+                             squeeze=False)
+    for row_axes, model in zip(axes, models):
+        for ax, dataset in zip(row_axes, datasets):
+            for method in sorted({k[1] for k in bundles if k[0] == model}):
+                for mixed in (False, True):
+                    pts = sorted((b["bytes"] / MB, b[dataset]) for k, b in bundles.items()
+                                 if k[:2] == (model, method) and (k[3] is not None) == mixed and dataset in b)
+                    if pts:
+                        ax.plot(*zip(*pts), marker="o" if mixed else "s", linestyle="-" if mixed else ":",
+                                label=f"{method} {'mixed' if mixed else 'uniform'}")
+            ax.set_title(f"{model} on {dataset}")
+            ax.set_xlabel("bundle MB (10^6 bytes, every file)")
+            ax.set_ylabel("WER %")
+            ax.set_yscale("log")
+            ax.legend(fontsize=8)
+    png = out_dir / f"{stem}.png"
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
+    fig.savefig(png, dpi=110)
     plt.close(fig)
     return md, png
 
@@ -109,15 +171,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", default=SweepOptions.model)
     p.add_argument("--methods", nargs="+", default=list(SweepOptions.methods))
-    p.add_argument("--out", type=Path, default=Path("bench/results/budget/budget.jsonl"))
-    p.add_argument("--estimator", default=SweepOptions.estimator, choices=("hessian", "median"))
-    p.add_argument("--report-only", action="store_true", help="only write budget.md / budget.png from --out")
+    p.add_argument("--points", type=int, default=SweepOptions.points)
+    p.add_argument("--datasets", nargs="+", default=list(SweepOptions.datasets))
+    p.add_argument("--estimator", default=SweepOptions.estimator, choices=ESTIMATORS)
+    p.add_argument("--no-uniform", action="store_true", help="only the mixed bundles")
+    p.add_argument("--out", type=Path, default=Path("bench/results/budget/sweep.jsonl"))
+    p.add_argument("--report-only", action="store_true", help="only write the .md / .png from --out")
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.report_only:
-        run(SweepOptions(args.model, tuple(args.methods), estimator=args.estimator), args.out)
+        run(SweepOptions(args.model, tuple(args.methods), args.points, tuple(args.datasets), args.estimator,
+                         uniform=not args.no_uniform), args.out)
     rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
-    write_report(rows, args.out.parent)
+    write_report(rows, args.out.parent, args.out.stem)
 
 
 if __name__ == "__main__":

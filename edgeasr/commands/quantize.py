@@ -8,6 +8,8 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from edgeasr.quant.budget import ESTIMATORS
+
     p = sub.add_parser("quantize", help="quantize a model (recipe file or flags) into a checkpoint")
     p.add_argument("--recipe", type=Path, help="TOML recipe: a path, or the NAME of a shipped recipe (models/recipes/NAME.toml)")
     p.add_argument("--model", help="zoo name, transformers dir or Hub id")
@@ -24,9 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget-mb", type=float,
                    help="choose bits per layer (2, 4, 8) so the bundle fits this many MB (10^6 bytes); see docs/budgets.md")
     p.add_argument("--avg-bits", type=float, help="choose bits per layer for this many effective bits per weight")
-    p.add_argument("--sensitivity", choices=("median", "hessian"), default="median",
-                   help="label-free per-layer sensitivity for --budget-mb/--avg-bits: median = myQASR (measured "
-                        "better), hessian = rounding error x input energy")
+    p.add_argument("--sensitivity", choices=ESTIMATORS, default=ESTIMATORS[0],
+                   help="label-free per-layer sensitivity for --budget-mb/--avg-bits: kl = change of the decoder's "
+                        "token distribution with one layer quantized (default; scored once per model, cached), "
+                        "myqasr = median FP activation (myQASR), hessian = rounding error x input energy")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
     p.add_argument("--out", type=Path, help="checkpoint directory (default: the cache)")
     p.add_argument("--list", action="store_true", help="list methods and their options")

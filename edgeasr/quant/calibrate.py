@@ -151,7 +151,8 @@ def hook_linear_inputs(block: nn.Module, paths: list[str] | tuple[str, ...],
             h.remove()
 
 
-def _decoder_ids(backend, clip: CalibrationClip, encoded, max_tokens: int) -> list[int]:
+def decoder_ids(backend, clip: CalibrationClip, encoded, max_tokens: int) -> list[int]:
+    """Prompt + the clip's text (the FP model's greedy tokens when it has none) + end, at most `max_tokens`."""
     prompt = list(backend.settings.prompt)
     if clip.text:
         text_ids = backend.tokenizer(" " + clip.text.strip() if backend.family == "whisper" else clip.text,
@@ -175,7 +176,7 @@ def capture_inputs(backend, arch: ArchGraph, part: str, clips: list[CalibrationC
                     backend.encode(clip.audio)
                 else:
                     encoded = backend.encode(clip.audio)
-                    ids = _decoder_ids(backend, clip, encoded, options.max_decoder_tokens)
+                    ids = decoder_ids(backend, clip, encoded, options.max_decoder_tokens)
                     model(encoder_outputs=encoded, decoder_input_ids=torch.tensor([ids]), use_cache=False)
             except _Captured:
                 continue

@@ -11,7 +11,7 @@ from edgeasr.errors import QuantizationError
 from edgeasr.metrics.bits import layer_bits
 from edgeasr.quant.budget import MB, Allocation, LayerChoice, allocate, bit_costs, byte_costs
 from edgeasr.quant.recipe import Recipe
-from edgeasr.quant.sensitivity import LayerScore, score_layers
+from edgeasr.quant.sensitivity import LayerScore, score_layers, weights_sha
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +24,9 @@ class BudgetOptions:
     """Total bundle bytes in MB (10^6 bytes): every file but the card and bundle.json."""
     avg_bits: float | None = None
     """Effective bits per weight over the quantized linears (`metrics.bits`: codes, scales, zero points)."""
-    estimator: str = "median"
-    """Sensitivity estimator (`quant.sensitivity.ESTIMATORS`): myQASR's median measured better than the
-    Hessian-weighted error on moonshine-tiny (bench/results/budget)."""
+    estimator: str = "kl"
+    """Sensitivity estimator (`quant.sensitivity.ESTIMATORS`): the output KL of one layer quantized at a time
+    (measured against myQASR's median and the Hessian-weighted error in docs/budgets.md)."""
 
 
 def fixed_bundle_bytes(backend, recipe: Recipe, source_dir: Path | None, quantized: set[str]) -> int:
@@ -58,7 +58,8 @@ def plan(recipe: Recipe, options: BudgetOptions,
     location, _ = resolve_model_dir(recipe.model)
     backend = HFBackend.from_pretrained(location, recipe.model)
     if scores is None:
-        scores = score_layers(backend, dataclasses.replace(recipe, layer_bits={}), options.estimator)
+        scores = score_layers(backend, dataclasses.replace(recipe, layer_bits={}), options.estimator,
+                              source_sha=weights_sha(location))
     if options.budget_mb is not None:
         source = Path(location) if Path(str(location)).is_dir() else None
         fixed = fixed_bundle_bytes(backend, recipe, source, {s.path for s in scores})

@@ -63,13 +63,19 @@ def _uses_models(func, seen: set) -> bool:
     return any(MODEL_NAME.match(t) if isinstance(t, str) else callable(t) and _uses_models(t, seen) for t in targets)
 
 
+def _fixture_functions(item: pytest.Function) -> list:
+    """The functions behind the fixtures `item` requests, found where pytest finds ours: the test's module
+    (its own fixtures and those it imports) overrides this conftest. pytest's own fixtures (tmp_path, ...)
+    are not found here and live outside tests/, so they never count."""
+    scopes = (vars(item.module), globals())
+    return [next((scope[name] for scope in scopes if name in scope), None) for name in item.fixturenames]
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     slow = pytest.mark.slow
     for item in items:
         if item.get_closest_marker("slow"):
             continue
         seen: set = set()
-        fixtures = [defs[-1].func for name, defs in item._fixtureinfo.name2fixturedefs.items()
-                    if name in item.fixturenames and defs]
-        if any(_uses_models(f, seen) for f in [item.function, *fixtures]):
+        if any(_uses_models(f, seen) for f in [item.function, *_fixture_functions(item)]):
             item.add_marker(slow)

@@ -29,9 +29,8 @@ def _pcm16(path, samples: np.ndarray, rate: int) -> None:
 
 
 @pytest.fixture
-def my_voice(tmp_path, monkeypatch, speech_clips):
+def my_voice(tmp_path, speech_clips):
     """A user's folder: a 44.1 kHz stereo phone recording, an 8 kHz mono one, and a 44 s one that must be cut."""
-    monkeypatch.setenv("EDGEASR_CACHE", str(tmp_path / "cache"))
     folder = tmp_path / "my-voice"
     (folder / "phone").mkdir(parents=True)
     at_44k = soxr.resample(speech_clips["beckett"], SAMPLE_RATE, 44100)
@@ -42,9 +41,11 @@ def my_voice(tmp_path, monkeypatch, speech_clips):
     return folder
 
 
-def test_calib_dir_reads_stereo_44k_and_cuts_long_recordings(my_voice):
+def test_calib_dir_reads_stereo_44k_and_cuts_long_recordings(my_voice, tmp_path, monkeypatch):
     from edgeasr.quant.calibrate import load_calibration_clips
     from edgeasr.quant.recipe import CalibrationOptions
+
+    monkeypatch.setenv("EDGEASR_CACHE", str(tmp_path / "cache"))
 
     user = read_user_audio(my_voice)
     by_name = {r.name: r for r in user.recordings}
@@ -61,6 +62,21 @@ def test_calib_dir_reads_stereo_44k_and_cuts_long_recordings(my_voice):
     assert len(clips) == 5 and all(c.text is None and c.audio.dtype == np.float32 for c in clips)
     assert sum(c.audio.size for c in clips) / SAMPLE_RATE == pytest.approx(user.seconds + 5 * 0.3, abs=0.1)
     assert read_user_audio(my_voice).manifest == user.manifest  # read once, then found in the cache
+
+
+@pytest.mark.slow
+def test_quantize_calib_dir_gptq_on_stereo_44k(my_voice, tmp_path, speech_clips):
+    """`edgeasr quantize --calib-dir` end to end: GPTQ calibrated on the folder's pieces, and the model still hears."""
+    from edgeasr.engine import Engine
+
+    out = tmp_path / "ckpt"
+    code = main(["quantize", "--model", "moonshine-tiny", "--method", "gptq", "--w-bits", "4", "--calib-dir",
+                 str(my_voice), "--calib-clips", "3", "--out", str(out)])
+    assert code == 0
+    meta = json.loads((out / "quant.json").read_text())
+    assert meta["recipe"]["calibration"]["dataset"] == str(read_user_audio(my_voice).manifest)
+    assert meta["stats"]["calibration_clips"] == 3
+    assert "ever tried" in Engine.load(out).transcribe(speech_clips["beckett"]).text.lower()
 
 
 def test_folder_without_usable_audio_is_one_error(tmp_path, monkeypatch, capsys):

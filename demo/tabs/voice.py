@@ -170,8 +170,8 @@ def tune_and_compare(voice: str | None, model: str, method: str, bits: int, budg
             lambda: recipes(recording, model, method, bits, budget_mb),
             lambda t: f"Your recording: {recording.note}. Measuring layer sensitivity for the budget: {t:.0f} s"
             if budget_mb else f"Your recording: {recording.note}. Reading it…"))
-        calibration = [f"your recording ({recording.note})", f"{generic.calibration.dataset} (generic default, "
-                       f"{generic.calibration.n_clips} sequences, labelled)"]
+        calibration = [f"your recording ({recording.note}), no transcript",
+                       f"{generic.calibration.dataset} (the default set, {generic.calibration.n_clips} sequences)"]
         sides: list[Side] = []
         for name, recipe in (("tuned on your voice", tuned), ("generic", generic)):
             steps = [f"loading or building the {name} bundle"]

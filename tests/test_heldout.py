@@ -53,3 +53,19 @@ def test_quantized_whisper_does_not_end_early_on_long_clips(tmp_path: Path) -> N
         hypothesis = normalize(quantized.transcribe(utt.audio).text)
         lost = trailing_deletions(ref, hypothesis)
         assert lost < EARLY_END_MIN_WORDS, f"{utt.id} ({utt.seconds} s): {lost} words lost at the end: {hypothesis!r}"
+
+
+def test_tables_keep_the_latest_of_a_measurement_and_name_effective_bits() -> None:
+    from edgeasr.bench.heldout import render
+
+    def row(method: str, bits: str, wer: float, key: str, eff: float | None = None) -> dict:
+        cal = {"dataset": "calib-mix", "n_clips": 64, "concat": 1, "max_decoder_tokens": 128, "seed": 0}
+        return {"key": key, "status": "ok", "model": "m", "method": method, "bits": bits, "group_size": 64,
+                "dataset": "tts-en", "limit": 50, "spread": True, "calibration": None if method == "fp" else cal,
+                "options": {}, "wer": wer, "effective_bits": eff, "deletions": 0}
+
+    rows = [row("fp", "fp", 10.0, "a"), row("rtn", "w4a16", 12.0, "b", 4.31),
+            row("gptq", "w4a16", 13.0, "old-key", 4.31), row("gptq", "w4a16", 11.5, "new-key", 4.31)]
+    text = render(rows, "calib-mix 64x1 t128")
+    assert "| tts-en | 10.00 | 11.50 | 12.00 | gptq 11.50 (+1.50, 4.31 b) |" in text  # the re-run replaced 13.0
+    assert "gptq W4A16 (4.31 b)" in text and "13.00" not in text

@@ -20,7 +20,8 @@ from edgeasr.quant.hadamard import (HadamardTransform, UnsupportedWidth, hadamar
                                     hadamard_transform)
 from edgeasr.quant.arch import graph_for
 from edgeasr.quant.layers import QuantLinear
-from edgeasr.quant.methods.quarot import rotate_fp, rotate_residual_stream
+from edgeasr.quant.methods.quarot import SignDraws, rotate_fp, rotate_residual_stream, rotated_layer, rotated_weight
+from edgeasr.quant.spec import QuantSpec
 from edgeasr.registry import fetch_package, find_file
 from edgeasr.zoo import fetch
 from edgeasr.zoo.catalog import MOONSHINE_VOICE
@@ -55,6 +56,28 @@ def test_split_and_cost_count_the_butterfly(width):
 def test_widths_without_a_hadamard_are_refused(width):
     with pytest.raises(UnsupportedWidth, match=f"width {width}"):
         hadamard_factors(width)
+
+
+@pytest.mark.parametrize("width", [384, 512])
+@torch.no_grad()
+def test_random_signs_spread_the_row_sum(width):
+    """Q = D·H (the paper's randomized Hadamard) is still a Hadamard matrix and the layer computes x·Q online;
+    H alone puts each weight row's sum into its constant column, D·H spreads it like any other direction."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(width, 64)
+    linear.weight.copy_(torch.randn(64, width) * 0.02 + 0.01)  # rows with a common offset, as real rows have
+    d = SignDraws(seed=0).draw(width)
+    q = torch.diag(d.double()) @ hadamard_matrix(width).double()
+    assert torch.equal((q * math.sqrt(width)).round().abs(), torch.ones(width, width, dtype=torch.float64))
+    assert torch.allclose(q @ q.T, torch.eye(width, dtype=torch.float64), atol=1e-5)
+    signed = rotated_weight(linear, d)
+    assert torch.allclose(signed.double(), linear.weight.double() @ q, atol=1e-6)
+    peak = lambda w: float(w.abs().amax(0).max() / w.abs().amax(0).median())  # largest column vs typical
+    assert peak(rotated_weight(linear)) > 3 and peak(signed) < 2
+    layer = rotated_layer(linear, QuantSpec(8), QuantSpec(16), d)
+    assert layer.hadamard and torch.equal(layer.in_scale, d)  # the signs travel with the layer (checkpoint, bundle)
+    x = torch.randn(5, width)
+    assert torch.allclose(layer(x), linear(x), atol=2e-2 * float(linear(x).abs().max()))
 
 
 class _RotatedMatmul(torch.nn.Module):
@@ -146,16 +169,21 @@ def test_w8a8_keeps_beckett_transcript():
 @pytest.mark.slow
 def test_w4_bundle_runs_the_butterfly_and_keeps_transcripts(tmp_path):
     """A QuaRot W4 bundle: no MatMul reads a square constant wider than the Paley block, one butterfly per
-    rotated layer, and its transcript of a held-out clip is the fake-quant model's."""
-    from edgeasr.export import export_bundle
+    rotated layer, and its transcript of a held-out clip is the fake-quant model's (bundle computed in fp32, as
+    tests/test_export_methods.py compares them: the int8 activation path may flip a near-tie of its own)."""
+    from dataclasses import replace
+
+    from edgeasr.export import ExportOptions, export_bundle
     from edgeasr.runtime import OnnxBackend
     from edgeasr.runtime.bundle import read_bundle
-    from export_support import checkpoint_backend, quantized_checkpoint
+    from export_support import checkpoint_backend, quantized_checkpoint, transcript_edits
 
     checkpoint = quantized_checkpoint(tmp_path / "checkpoint", MODEL, "quarot", 4)
-    bundle = export_bundle(tmp_path / "bundle", checkpoint=checkpoint)
+    options = ExportOptions(head_bits=8, front_end_bits=None)  # only QuaRot's own parts differ from the checkpoint
+    bundle = export_bundle(tmp_path / "bundle", checkpoint=checkpoint, options=replace(options, accuracy_level=0))
     reference = checkpoint_backend(checkpoint)
     rotated = [m for m in reference.model.modules() if isinstance(m, QuantLinear) and m.hadamard]
+    assert rotated and all(m.in_scale is not None and set(m.in_scale.abs().tolist()) == {1.0} for m in rotated)
     blocks = {(m, m) for m, _ in (hadamard_factors(layer.in_features) for layer in rotated)}
     subs = 0
     for path in read_bundle(bundle).graphs.values():
@@ -165,5 +193,5 @@ def test_w4_bundle_runs_the_butterfly_and_keeps_transcripts(tmp_path):
         subs += sum(n.op_type == "Sub" for n in graph.node)
     assert subs >= sum(int(math.log2(hadamard_factors(m.in_features)[1])) for m in rotated)
     clip = held_out_clips(1)[0]
-    runtime = OnnxBackend.load(bundle)
-    assert Engine(runtime, "bundle").transcribe(clip.audio).text == Engine(reference, "fake-quant").transcribe(clip.audio).text
+    edits = transcript_edits(reference, OnnxBackend.load(bundle), {"clip": clip.audio})
+    assert edits["clip"][0] == 0, edits

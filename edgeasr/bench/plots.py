@@ -1,4 +1,4 @@
-"""The study's plots from sweep rows: WER vs weight bits per method, WER vs memory I/O, vs BOPs and vs the
+"""The study's plots from sweep rows: WER vs effective bits per weight per method, WER vs memory I/O, vs BOPs and vs the
 total bytes of the bundle, with the Pareto front. Matplotlib with the Agg backend, so it runs without a display."""
 
 from __future__ import annotations
@@ -46,9 +46,14 @@ def _wer_axis(ax) -> None:
     ax.grid(True, which="major", alpha=0.3)
 
 
+def _effective_bits(row: dict) -> float:
+    """Effective bits per weight (codes, scales, zeros, outliers), the nominal weight bits where a row lacks it."""
+    return row.get("effective_bits") or row["w_bits"]
+
+
 def plot_wer_vs_bits(rows: list[dict], dataset: str, path: Path) -> Path:
-    """One panel per model: WER against weight bits, one line per method (activations unquantized),
-    W·A8 settings as hollow markers of the method's colour."""
+    """One panel per model: WER against effective bits per weight (what each method stores, not its nominal
+    setting), one line per method (activations unquantized), W·A8 settings as hollow markers of the method's colour."""
     rows = _ok(rows)
     models = list(dict.fromkeys(r["model"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "fp"))
@@ -60,19 +65,20 @@ def plot_wer_vs_bits(rows: list[dict], dataset: str, path: Path) -> Path:
         if fp:
             ax.axhline(fp["wer"], color="black", linestyle=":", label="FP")
         for method in methods:
-            weight_only = sorted((r["w_bits"], r["wer"]) for r in mine if r["method"] == method and r["a_bits"] == FP_BITS)
+            weight_only = sorted((_effective_bits(r), r["wer"]) for r in mine
+                                 if r["method"] == method and r["a_bits"] == FP_BITS)
             if weight_only:
                 ax.plot(*zip(*weight_only), marker="o", color=colours[method], label=method)
-            act = [(r["w_bits"], r["wer"]) for r in mine if r["method"] == method and r["a_bits"] < FP_BITS]
+            act = [(_effective_bits(r), r["wer"]) for r in mine if r["method"] == method and r["a_bits"] < FP_BITS]
             if act:
                 ax.scatter(*zip(*act), marker="s", facecolors="none", edgecolors=[colours[method]])
         ax.set_title(model)
-        ax.set_xlabel("weight bits (squares: 8-bit activations)")
-        ax.set_xticks([2, 3, 4, 8])
-        ax.set_xlim(1.6, 8.4)
+        ax.set_xlabel("effective bits per weight (squares: 8-bit activations)")
+        ax.set_xticks([2, 3, 4, 5, 8])
+        ax.set_xlim(1.6, 9.0)
         _wer_axis(ax)
     axes[0][0].legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"WER vs weight bits on {dataset}")
+    fig.suptitle(f"WER vs effective bits per weight on {dataset}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -8,6 +8,7 @@ before the cells recorded their storage get it from their recipes (`bench.sizes`
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,21 @@ class ReportFiles:
     """The PNG files."""
 
 
+def cell_identity(row: dict) -> str:
+    """What makes two rows the same cell, from fields every row records. Not the row's `key`: that hashes the
+    whole recipe, so it changes whenever the recipe gains a field (e.g. an empty `layer_bits`), and a re-run
+    cell would then stand next to its old row instead of replacing it."""
+    return json.dumps([row["cell"], row.get("limit"), row.get("spread"), row.get("calibration"), row.get("options")],
+                      sort_keys=True)
+
+
 def latest_rows(rows: list[dict]) -> list[dict]:
-    """One row per cell: the last one written (a retried cell supersedes its failed run)."""
-    by_key = {r["key"]: r for r in rows}
-    return list(by_key.values())
+    """One row per cell: the last one written (a retried or re-run cell supersedes the earlier row)."""
+    by_cell: dict[str, dict] = {}
+    for row in rows:
+        by_cell.pop(cell_identity(row), None)  # a re-run cell moves to where it was last written
+        by_cell[cell_identity(row)] = row
+    return list(by_cell.values())
 
 
 def study_rows(results: Path) -> list[dict]:
@@ -108,6 +120,7 @@ def model_section(model: str, dataset: str, rows: list[dict]) -> list[str]:
         lines.append("≈: storage from the recipe, for cells run before they recorded it: " + "; ".join(notes) + ".")
     lines.append("")
     lines += _table(rows, "WER (%) [effective bits per weight]", lambda r: f"{r['wer']:.2f} [{_bits(r)}]")
+    lines += matched_bytes_table(rows, "w3a16")
     lines += _table(rows, "Effective bits per weight (quantized layers: codes, scales, zeros, outliers)", _bits)
     lines += _table(rows, "Total MB (what the bundle holds, default export: 4-bit head, int8 front end)",
                     lambda r: _mb(r["total_bytes"]))
@@ -115,6 +128,23 @@ def model_section(model: str, dataset: str, rows: list[dict]) -> list[str]:
     lines += _table(rows, "BOPs (G per reference utterance)", lambda r: f"{r['ref_bops'] / 1e9:.0f}")
     lines += _table(rows, "Weights (MB stored)", lambda r: _mb(r["weight_bytes"]))
     return lines
+
+
+def matched_bytes_table(rows: list[dict], bits: str, baseline: str = "rtn") -> list[str]:
+    """The cells of one bit setting ranked by WER, each with its effective bits, total bytes and the byte
+    difference to the baseline method's cell, so methods are compared at what they store, not at the label."""
+    cells = sorted((r for r in rows if r["bits"] == bits and r.get("status") == "ok" and r.get("total_bytes")),
+                   key=lambda r: (r["wer"], r["total_bytes"]))
+    base = next((r for r in cells if r["method"] == baseline), None)
+    if not cells:
+        return []
+    lines = [f"**{bits.upper()} at matched bytes** (ranked by WER; Δ: total bytes against {baseline.upper()} {bits.upper()})",
+             "", "| method | WER % | effective bits | total MB | Δ MB | Δ % |", "|---|---:|---:|---:|---:|---:|"]
+    for r in cells:
+        delta = "" if base is None else f"{(r['total_bytes'] - base['total_bytes']) / 1e6:+.2f}"
+        pct = "" if base is None else f"{100 * (r['total_bytes'] / base['total_bytes'] - 1):+.1f}"
+        lines.append(f"| {r['method']} | {r['wer']:.2f} | {_bits(r)} | {_mb(r['total_bytes'])} | {delta} | {pct} |")
+    return lines + [""]
 
 
 def markdown(rows: list[dict]) -> str:

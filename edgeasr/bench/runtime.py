@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -152,10 +153,22 @@ def _in_process(engine: str, source: str, threads: int) -> dict:
 
 def bundle_for(model: str, bits: int | None) -> Path:
     """The bundle of `model` (None bits = FP32, else RTN with the default export options) from `edgeasr.resolver`'s cache,
-    exported on first use."""
+    exported on first use; a cached one whose graphs are older than this exporter's is exported again (it would
+    measure the old graphs: the resolver keeps serving it, since it still runs)."""
+    from edgeasr.export.graphs import VERSION
     from edgeasr.resolver import bundle_path, recipe_target
+    from edgeasr.runtime.bundle import read_bundle
 
-    return bundle_path(recipe_target(model, "rtn" if bits else None, bits or 16))
+    target = recipe_target(model, "rtn" if bits else None, bits or 16)
+    path = bundle_path(target)
+    version = read_bundle(path, verify=False).data["weights"].get("graph_version")
+    if version != VERSION:
+        log.warning("%s holds graphs of version %s, this exporter writes %s: exporting it again", path, version, VERSION)
+        stale = path.with_name(f".stale-{path.name}-{os.getpid()}")  # hidden: the resolver no longer lists it
+        path.rename(stale)
+        shutil.rmtree(stale)
+        path = bundle_path(target)
+    return path
 
 
 def bundle_bytes(bundle: Path) -> int:

@@ -19,8 +19,8 @@ import onnx
 
 from edgeasr.errors import QuantizationError
 from edgeasr.export.card import write_card
-from edgeasr.export.graphs import (LinearStandIn, graph_specs, shapes_of, swap_quantized_layers, token_table,
-                                   trace_key, traced_graph)
+from edgeasr.export.graphs import (VERSION, LinearStandIn, graph_specs, shapes_of, swap_quantized_layers,
+                                   token_table, trace_key, traced_graph)
 from edgeasr.export.packing import PackedWeight, ScaleStats, pack_quantized, pack_table
 from edgeasr.export.rewrite import HEAD, check_complete, conv_weights, quantize_initializers, rewrite_graph
 from edgeasr.metrics.bits import DEFAULT_HEAD_BITS, DEFAULT_HEAD_BLOCK, FP32_BYTES, FRONT_END_BITS, row_int8_bytes
@@ -199,7 +199,7 @@ def export_bundle(out: Path, checkpoint: Path | None = None, model_name: str | N
             "max_segment_seconds": max_segment_seconds,
             "weights": {"head_bits": head_bits or 16, "head_block_size": head.block_size if head else None,
                         "front_end_bits": options.front_end_bits if front_end else 32,
-                        "accuracy_level": options.accuracy_level, "layers": layers},
+                        "accuracy_level": options.accuracy_level, "graph_version": VERSION, "layers": layers},
             "cost": cost,
             "sizes": {"weight_bytes": weight_bytes, "fp32_weight_bytes": fp32_bytes,
                       "head_bytes": head.nbytes if head else 4 * shapes.vocab * shapes.d_model,

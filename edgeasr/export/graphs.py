@@ -209,26 +209,37 @@ class GraphSpec:
 
 
 QUERY_CHUNK = 500
-"""Queries per attention slice in the exported graphs: Whisper's encoder scores (6 × 1500 × 1500 fp32, 54 MB
-per layer, twice with the softmax) are computed a third at a time, so ONNX Runtime never holds them whole."""
-CHUNKED_ATTENTION = "edgeasr_query_chunks"
+"""Queries per attention slice where the length is fixed when tracing: Whisper's encoder scores (6 × 1500 × 1500
+fp32, 54 MB per layer, twice with the softmax) are computed a third at a time, so ONNX Runtime never holds them
+whole."""
+HEAD_CHUNK = 2
+"""Heads per attention slice where the length follows the audio (Moonshine's encoder: 8 × L² fp32 scores, 35 MB
+for a 25 s segment, and the softmax, its NaN mask and the masked copy live beside them): a quarter at a time."""
+CHUNKED_ATTENTION = "edgeasr_attention_slices"
 
 
 def chunked_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       attention_mask: torch.Tensor | None, **kwargs) -> tuple[torch.Tensor, None]:
-    """SDPA over slices of at most `QUERY_CHUNK` queries (the same numbers; a lower peak) when the length is
-    known when tracing."""
+    """Encoder self-attention as SDPA in slices (the same numbers; a lower peak): of at most `QUERY_CHUNK`
+    queries when the length is known when tracing, else of `HEAD_CHUNK` heads (a dynamic length cannot be
+    cut into a fixed number of slices).
+
+    The mask is dropped: an encoder here sees one unpadded utterance, so it attends everywhere. (Moonshine's
+    export materialises that as an all-true L × L mask added to the scores, which also brings in a NaN guard
+    after the softmax: two more score-sized tensors.)"""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    length = query.shape[2]
-    if not isinstance(length, int) or length <= QUERY_CHUNK:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    pieces = []
-    for start in range(0, length, QUERY_CHUNK):
-        end = min(start + QUERY_CHUNK, length)
-        mask = None if attention_mask is None else attention_mask[:, :, start:end]
-        pieces.append(sdpa_attention_forward(module, query[:, :, start:end], key, value, mask, **kwargs)[0])
-    return torch.cat(pieces, dim=1), None
+    del attention_mask
+    length, heads = query.shape[2], query.shape[1]
+    if isinstance(length, int):
+        bounds = [(s, min(s + QUERY_CHUNK, length)) for s in range(0, length, QUERY_CHUNK)]
+        pieces = [sdpa_attention_forward(module, query[:, :, a:b], key, value, None, **kwargs)[0] for a, b in bounds]
+        return torch.cat(pieces, dim=1), None
+    if getattr(module, "num_key_value_groups", 1) != 1:  # grouped K/V: query heads do not pair with K/V heads
+        return sdpa_attention_forward(module, query, key, value, None, **kwargs)
+    pieces = [sdpa_attention_forward(module, query[:, h:h + HEAD_CHUNK], key[:, h:h + HEAD_CHUNK],
+                                     value[:, h:h + HEAD_CHUNK], None, **kwargs)[0] for h in range(0, heads, HEAD_CHUNK)]
+    return torch.cat(pieces, dim=2), None  # SDPA returns [batch, queries, heads, head_dim]
 
 
 @torch.inference_mode()
@@ -236,13 +247,12 @@ def graph_specs(model: nn.Module, family: str) -> dict[str, GraphSpec]:
     """The encoder, cross-K/V and decoder-step graphs of `model` (stand-ins already swapped in)."""
     from transformers import AttentionInterface
 
-    if family == "whisper":  # the fixed 30 s window; Moonshine's encoder length follows the audio
-        AttentionInterface.register(CHUNKED_ATTENTION, chunked_attention)
-        # Only the encoder's self-attention: the decoder's masks are built for the model's own implementation.
-        encoder_config = copy.copy(model.config)
-        encoder_config._attn_implementation = CHUNKED_ATTENTION
-        for layer in model.model.encoder.layers:
-            layer.self_attn.config = encoder_config
+    AttentionInterface.register(CHUNKED_ATTENTION, chunked_attention)
+    # Only the encoder's self-attention: the decoder's masks are built for the model's own implementation.
+    encoder_config = copy.copy(model.config)
+    encoder_config._attn_implementation = CHUNKED_ATTENTION
+    for layer in model.model.encoder.layers:
+        layer.self_attn.config = encoder_config
     shapes = shapes_of(model)
     head = swap_head(model)
     if family == "whisper":
@@ -291,8 +301,10 @@ def trace_key(model: nn.Module) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-VERSION = 5
-"""Bump when the traced modules change, so cached traces of the old shape are not reused."""
+VERSION = 6
+"""Bump when the traced modules change, so cached traces of the old shape are not reused; bundle.json records it
+(`weights.graph_version`), so a benchmark can tell a cached bundle of older graphs (6: encoder attention in head
+slices for Moonshine, without its all-true mask)."""
 
 
 def traced_graph(spec: GraphSpec, name: str, key: str):

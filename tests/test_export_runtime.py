@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -27,6 +28,7 @@ from edgeasr.registry import fetch_package, find_file
 from edgeasr.runtime import OnnxBackend
 from edgeasr.runtime.bundle import META, content_hash, file_sha256, read_bundle
 from edgeasr.runtime.features import LogMelSettings, whisper_log_mel
+from edgeasr.zoo import resolve_model_dir
 from edgeasr.zoo.catalog import MOONSHINE_VOICE
 from export_support import assert_bundle_holds_codes, checkpoint_backend
 
@@ -113,6 +115,23 @@ def test_resident_weights_are_the_packed_bytes(bundles):
     analytic = (read_bundle(w8).data["sizes"]["weight_bytes"] - read_bundle(w4).data["sizes"]["weight_bytes"]) / 1e6
     measured = _resident_mb(w8) - _resident_mb(w4)
     assert abs(measured - analytic) / analytic < 0.1, (measured, analytic)
+
+
+
+@pytest.mark.parametrize("model,slices", [("moonshine-tiny", "heads"), ("whisper-tiny.en", "queries")])
+def test_encoder_attention_runs_in_slices(bundles, model, slices):
+    """The encoder never holds all heads' scores at once (the peak of a long segment): Moonshine's length follows
+    the audio, so it is sliced by heads, Whisper's fixed 1500 positions by queries; no mask, no NaN guard."""
+    from edgeasr.export.graphs import HEAD_CHUNK, QUERY_CHUNK
+
+    bundle = bundles[model, 4][1]
+    graph = onnx.load(bundle / "encoder.onnx", load_external_data=False).graph
+    ops = [n.op_type for n in graph.node]
+    config = json.loads((Path(resolve_model_dir(model)[0]) / "config.json").read_text())
+    layers = config.get("encoder_num_hidden_layers") or config["encoder_layers"]
+    per_layer = -(-config["encoder_num_attention_heads"] // HEAD_CHUNK) if slices == "heads" else -(-1500 // QUERY_CHUNK)
+    assert ops.count("Softmax") == layers * per_layer
+    assert "IsNaN" not in ops
 
 
 BLOCK_TORCH = """

@@ -20,19 +20,18 @@ from edgeasr.metrics.wer import corpus_wer
 from edgeasr.registry import fetch_package, find_file
 from edgeasr.stream import (LineChanged, LineCompleted, LineStarted, SessionOptions, StreamingSession,
                             VADOptions, VADSegmenter, event_from_dict)
-from edgeasr.stream.sources import ArraySource, MicSource, NoMicrophoneError, list_input_devices
+from edgeasr.stream.sources import MicSource, NoMicrophoneError, list_input_devices
 from edgeasr.stream.vad import SpeechEnd, SpeechStart
 from edgeasr.zoo.catalog import MOONSHINE_VOICE
 from listen_support import interrupt_after_first_partial, listen_command, long_speech
+from stream_support import run
 
 BECKETT = "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."
 PAUSE = np.zeros(SAMPLE_RATE, np.float32)
 
 
 def stream(engine: Engine, audio: np.ndarray, options: SessionOptions | None = None) -> list:
-    session = StreamingSession(engine, options)
-    events = [e for chunk in ArraySource(audio) for e in session.accept(chunk)]
-    return events + session.finish()
+    return run(StreamingSession(engine, options), audio)
 
 
 @pytest.fixture(scope="module")

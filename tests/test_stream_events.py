@@ -18,6 +18,7 @@ from edgeasr.engine import Engine
 from edgeasr.metrics.layers import LayerInfo, ModelDims
 from edgeasr.stream.events import LineChanged, LineCompleted, LineStarted, event_from_dict
 from edgeasr.stream.session import SessionOptions, StreamingSession
+from stream_support import run, silence
 
 WORD_SECONDS = 0.4
 
@@ -62,16 +63,6 @@ def voiced(seconds: float, f0: float = 120.0, seed: int = 0) -> np.ndarray:
         out += gain / k * np.sin(k * phase + rng.uniform(0, 2 * np.pi))
     envelope = 0.25 + 0.75 * np.sin(np.pi * 4 * t) ** 2  # four syllables a second
     return (0.3 * out * envelope / np.abs(out).max()).astype(np.float32)
-
-
-def silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
-
-
-def run(session: StreamingSession, audio: np.ndarray, chunk_seconds: float = 0.1) -> list:
-    step = int(chunk_seconds * SAMPLE_RATE)
-    events = [e for i in range(0, audio.size, step) for e in session.accept(audio[i:i + step])]
-    return events + session.finish()
 
 
 @pytest.fixture(scope="module")

@@ -16,19 +16,9 @@ from edgeasr.engine import Engine
 from edgeasr.metrics.wer import utterance_wer
 from edgeasr.registry import fetch_package, find_file
 from edgeasr.stream import LineCompleted, SessionOptions, StreamingSession
-from edgeasr.stream.sources import ArraySource
 from edgeasr.stream.turn import TurnOptions, load_turn_model, turn_features
 from edgeasr.zoo.catalog import MOONSHINE_VOICE
-
-
-def _silence(ms: int) -> np.ndarray:
-    return np.zeros(SAMPLE_RATE * ms // 1000, np.float32)
-
-
-def _stream(engine: Engine, audio: np.ndarray, options: SessionOptions) -> tuple[list, list]:
-    """(events from accept, events from finish)."""
-    session = StreamingSession(engine, options)
-    return [e for chunk in ArraySource(audio) for e in session.accept(chunk)], session.finish()
+from stream_support import feed, silence
 
 
 def _finals(events: list) -> list[LineCompleted]:
@@ -79,7 +69,7 @@ def test_complete_sentence_ends_before_the_hangover(engine: Engine, beckett: np.
     """"... Fail again. Fail better." then 300 ms of silence: the hangover (600 ms) is never reached, yet the
     last line completes while streaming, decided by Smart Turn well before the hangover would have."""
     options = SessionOptions(turn=smart)
-    during, at_finish = _stream(engine, np.concatenate([beckett, _silence(300)]), options)
+    during, at_finish = feed(StreamingSession(engine, options), np.concatenate([beckett, silence(0.3)]))
     lines = _finals(during)
     assert lines and not _finals(at_finish), (during, at_finish)
     last = lines[-1]
@@ -103,8 +93,8 @@ def test_mid_sentence_pause_stays_one_line(engine: Engine, smart: TurnOptions) -
     (prompt,) = [u for u in load_manifest("asterisk-en") if u.id == "conf-invalidpin"]
     clip = prepare_audio(prompt.audio)
     split = _gap_split(clip)
-    audio = np.concatenate([_silence(300), clip[:split], _silence(400), clip[split:], _silence(1000)])
-    during, at_finish = _stream(engine, audio, SessionOptions(turn=smart))
+    audio = np.concatenate([silence(0.3), clip[:split], silence(0.4), clip[split:], silence(1.0)])
+    during, at_finish = feed(StreamingSession(engine, SessionOptions(turn=smart)), audio)
     lines = _finals(during + at_finish)
     assert len(lines) == 1, lines
     assert lines[0].turn_probability is not None  # the mid-sentence pause was scored, and judged unfinished
@@ -116,7 +106,7 @@ def test_missing_model_falls_back_to_the_hangover(engine: Engine, beckett: np.nd
     missing = TurnOptions(mode="smart", model_path=str(tmp_path / "no-such-smart-turn.onnx"))
     with caplog.at_level(logging.WARNING, logger="edgeasr.stream.turn"):
         options = SessionOptions(turn=missing, partials=False)
-        during, at_finish = _stream(engine, np.concatenate([beckett, _silence(1000)]), options)
+        during, at_finish = feed(StreamingSession(engine, options), np.concatenate([beckett, silence(1.0)]))
         StreamingSession(engine, options)  # a second session: no second warning
     warnings = [r for r in caplog.records if "Smart Turn unavailable" in r.getMessage()]
     assert len(warnings) == 1 and "hangover" in warnings[0].getMessage()

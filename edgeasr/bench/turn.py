@@ -5,7 +5,10 @@ Harvard sentences): half of each source's sentences get a mid-sentence pause (30
 inserted at the longest unvoiced gap between their 30 % and 70 % points, else at the quietest 10 ms there:
 between two words), and every sentence is
 followed by `gap` seconds of silence (a sentence end where the speaker's turn is over). The same replay
-is streamed through a `StreamingSession` per model and per end-of-turn mode, in 100 ms chunks, partials on.
+is streamed through a `StreamingSession` per model and per end-of-turn mode, in 100 ms chunks (what the
+live front ends feed: `edgeasr-listen`'s microphone blocks and the WebSocket client's frames), partials on.
+The replay uses the first `count` clips of the pools; the end-of-turn defaults were tuned on the next ones
+(`build_replay(48, skip=24)`), so the reported clips took no part in choosing them.
 
 Per model and mode: end of speech → final (the final's `latency_ms`, measured from the last voiced frame
 on the session's real-time clock) median / p95; WER of the finals (each final assigned to the sentence
@@ -74,8 +77,9 @@ def _gap_split(clip: np.ndarray, frame: int = 480) -> int:
     return lo * frame + int(np.argmin(energy)) * step + step // 2
 
 
-def sentence_clips(count: int) -> list[tuple[np.ndarray, str]]:
-    """Single-sentence clips of 2-7 s: Asterisk prompts (human) and tts-en Harvard sentences, alternating."""
+def sentence_clips(count: int, skip: int = 0) -> list[tuple[np.ndarray, str]]:
+    """Single-sentence clips of 2-7 s: Asterisk prompts (human) and tts-en Harvard sentences, alternating;
+    the first `skip` are left out (`skip=24` gives clips disjoint from the reported replay, for tuning)."""
     from edgeasr.audio import prepare_audio
     from edgeasr.data import is_built, load_manifest
     from edgeasr.errors import DatasetError
@@ -86,17 +90,17 @@ def sentence_clips(count: int) -> list[tuple[np.ndarray, str]]:
             raise DatasetError(f"the end-of-turn bench needs {name}: run `edgeasr data build {name}`")
         pools.append([u for u in load_manifest(name) if 2.0 <= u.seconds <= 7.0 and len(u.text.split()) >= 4
                       and sum(u.text.count(c) for c in ".?!") <= 1 and u.text.rstrip()[-1:] in ".?!"])
-    picked = [u for pair in zip(*pools) for u in pair][:count]
+    picked = [u for pair in zip(*pools) for u in pair][skip:skip + count]
     return [(prepare_audio(u.audio), u.text) for u in picked]
 
 
-def build_replay(count: int = 24, gap: float = 1.5, seed: int = 0) -> tuple[np.ndarray, list[Sentence]]:
-    """The replay audio and its sentences (see the module docstring)."""
+def build_replay(count: int = 24, gap: float = 1.5, seed: int = 0, skip: int = 0) -> tuple[np.ndarray, list[Sentence]]:
+    """The replay audio and its sentences (see the module docstring); `skip` as in `sentence_clips`."""
     from edgeasr.audio import SAMPLE_RATE
 
     rng = np.random.default_rng(seed)
     parts, sentences, at = [], [], 0
-    for i, (clip, text) in enumerate(sentence_clips(count)):
+    for i, (clip, text) in enumerate(sentence_clips(count, skip)):
         # Sentences alternate between the two sources: pauses go into half of each source's sentences.
         split = _gap_split(clip) if i % 4 < 2 else None
         pause = round(float(rng.uniform(0.3, 0.5)), 3) if split is not None else 0.0
@@ -195,7 +199,8 @@ def run_turn_bench(models: list[str], modes: list[str], out_dir: Path, count: in
                    "audio_seconds": round(audio.size / 16000, 1)},
         "options": {"hangover_ms": base.vad.hangover_ms, "turn_pause_ms": base.turn.pause_ms,
                     "turn_threshold": base.turn.threshold, "final_pad_ms": base.final_pad_ms,
-                    "partial_interval": base.partial_interval, "chunk_ms": CHUNK_MS},
+                    "partial_interval": base.partial_interval, "partial_budget": base.partial_budget,
+                    "chunk_ms": CHUNK_MS, "tuned_on": "build_replay(48, skip=24): clips 25-72, not these"},
         "machine": {"cpus": os.cpu_count(), "load_before": [round(x, 2) for x in load_before],
                     "load_after": [round(x, 2) for x in os.getloadavg()]},
     }
@@ -225,8 +230,9 @@ def markdown(report: dict) -> str:
         "# End of turn: VAD hangover vs Smart Turn", "",
         f"{rp['sentences']} single-sentence clips ({rp['with_mid_pause']} with a 300-500 ms mid-sentence pause), "
         f"{rp['audio_seconds']} s of audio; hangover {o['hangover_ms']} ms, Smart Turn scored at a "
-        f"{o['turn_pause_ms']} ms pause (threshold {o['turn_threshold']}), {o['chunk_ms']} ms chunks, partials "
-        f"every {o['partial_interval']} s; {report['date']}; load average {m['load_before']} before / "
+        f"{o['turn_pause_ms']} ms pause (threshold {o['turn_threshold']}; tuned on other clips), {o['chunk_ms']} ms "
+        f"chunks, partials every {o['partial_interval']} s or more (at most {o['partial_budget']} of real time); "
+        f"{report['date']}; load average {m['load_before']} before / "
         f"{m['load_after']} after ({m['cpus']} CPUs).", "", *warning,
         "Latency: last voiced frame → final line on the session's real-time clock; 'waiting' is the part "
         "spent in audio time before the end decision (pause + hangover or Smart Turn's pause), which no CPU "

@@ -5,19 +5,22 @@ and returns the events each chunk caused; `finish()` completes the open line at 
 Decoding is the Engine's own (`transcribe_segment` for partials, `transcribe` for finals), so its
 hallucination guard (no-speech / compression ratio) applies to every text shown.
 
-How a line goes: the VAD declares speech (with pre-roll); every `partial_interval` of audio the
-growing line is re-decoded; words on which every hypothesis of the last `commit_delay` seconds (and
-the one before them) agree become the committed prefix, never the newest hypothesis's last word,
-which the audio edge may cut. A re-decode of truncated audio often invents a plausible ending that
+How a line goes: the VAD declares speech (with pre-roll); every `partial_interval` of audio (or more:
+partial cadence backs off so re-decodes take at most `partial_budget` of real time) the growing line is
+re-decoded while the speaker is voiced; words on which every hypothesis of the last `commit_delay`
+seconds (and the one before them) agree become the committed prefix, never the newest hypothesis's last
+word, which the audio edge may cut. A re-decode of truncated audio often invents a plausible ending that
 the next 300 ms confirm, so agreement must span audio time, not just two consecutive decodes. When the
 VAD's hangover ends the speech, or a line longer than `max_line_seconds` reaches a pause, the line's
-audio is decoded once more into the final text. The final decode is started speculatively as soon as
-`final_pad_ms` of silence follows the last voiced frame, so the hangover hides most of its cost.
+audio is decoded once more into the final text. Once a pause begins no partial starts; the final decode
+is started speculatively as soon as `final_pad_ms` of silence follows the last voiced frame, so the end
+decision finds it done.
 
 End of turn (`SessionOptions.turn`, see `edgeasr.stream.turn`): with "smart", once a pause reaches
-`turn.pause_ms` the open line is scored by Smart Turn; a confident "turn complete" ends the line at
-once (with the speculative final already decoded), otherwise the line stays open until the hangover.
-Each `LineCompleted` says what ended it (`ended_by`).
+`turn.pause_ms` the open line is scored by Smart Turn on a worker thread while the speculative final
+decodes (the decision costs the longer of the two, not their sum); a confident "turn complete" whose
+speculative final closes a sentence ends the line at once, otherwise the line stays open until the
+hangover. Each `LineCompleted` says what ended it (`ended_by`).
 
 Partials can be left to the caller (`inline_partials=False`): `accept()` then only notes that a partial
 is due (`partial_due`) and `partial()` decodes the newest audio of the open line, so a scheduler shared
@@ -82,6 +85,8 @@ class SessionOptions:
     """Audio kept after the last voiced frame in a final decode; also when the speculative final starts."""
     min_voiced_ms: int = 300
     """Lines with less voiced audio are never decoded: breaths and clicks decode to "You" with high confidence."""
+    partial_budget: float = 0.3
+    """Most of real time partial re-decodes may take: the next partial waits at least its decode time / this."""
     first_partial_ms: int = 600
     """Voiced audio before the first partial; shorter audio mostly decodes to junk that would flicker."""
     release_heap: bool = True
@@ -222,6 +227,8 @@ class StreamingSession:
         self.partial_due = False
         if self._line is None or not self.vad.in_speech:
             return []  # the line ended before its partial got its turn: the final said it all
+        if self.vad.trailing_silence > 0:
+            return []  # a pause began meanwhile: the end decision goes first (the next voiced audio asks again)
         self._start_clock(self._chunk_arrival)
         events = self._decode_partial(interval_scale)
         self._clock = self._now()
@@ -240,50 +247,79 @@ class StreamingSession:
             return self._cut(quiet if quiet is not None else vad.position)
         if vad.voiced_samples - line.voiced_base < opts.min_voiced_ms * SAMPLE_RATE // 1000:
             return []
-        pad = opts.final_pad_ms * SAMPLE_RATE // 1000
-        if pause >= pad:
-            end = vad.last_voiced_end + pad
-            if line.speculative is None or line.speculative[0] != end:
-                transcript, seconds = self._decode_final(line.start, end)
-                line.speculative = (end, transcript, seconds)
-        if self._turn_complete(line, pause):
-            decision = vad.force_end(vad.last_voiced_end)
-            return self._complete(decision.end, decision.decided_at, decision.voiced, "smart")
-        if pause >= pad:
-            return []
+        if pause > 0:
+            # A pause has begun: no partial now (it would delay the speculative final and the end decision);
+            # the next voiced audio makes the partial due again.
+            return self._in_pause(line, pause)
         if (not opts.partials or vad.position < line.next_partial
                 or vad.voiced_samples - line.voiced_base < opts.first_partial_ms * SAMPLE_RATE // 1000):
             return []
         if not opts.inline_partials:
             self.partial_due = True
             return []
-        line.next_partial = vad.position + int(opts.partial_interval * SAMPLE_RATE)
         # Falling behind real time: a live microphone would overflow, so drop this partial.
         if opts.drop_late_partials and self._now() - self._chunk_arrival > opts.partial_interval:
+            line.next_partial = vad.position + int(opts.partial_interval * SAMPLE_RATE)
             self.skipped_partials += 1
             return []
         return self._decode_partial(1.0)
 
-    def _decode_partial(self, interval_scale: float) -> list[Event]:
-        line, vad = self._line, self.vad
-        line.next_partial = vad.position + int(self.options.partial_interval * interval_scale * SAMPLE_RATE)
-        self.partial_decodes += 1
-        segment, _, _ = self.engine.transcribe_segment(self._audio(line.start, vad.position), line.start / SAMPLE_RATE)
-        return self._partial(segment.text, vad.position)
+    def _in_pause(self, line: _Line, pause: int) -> list[Event]:
+        """Decode the final ahead of the end decision and, with "smart", score the line beside that decode."""
+        vad, pad = self.vad, self.options.final_pad_ms * SAMPLE_RATE // 1000
+        score = self._submit_score(line, pause)
+        if pause >= pad:
+            end = vad.last_voiced_end + pad
+            if line.speculative is None or line.speculative[0] != end:
+                transcript, seconds = self._decode_final(line.start, end)
+                line.speculative = (end, transcript, seconds)
+        if score is not None:
+            line.turn_probability = score.result()
+            self.turn_scores += 1
+        if not self._turn_complete(line):
+            return []
+        decision = vad.force_end(vad.last_voiced_end)
+        return self._complete(decision.end, decision.decided_at, decision.voiced, "smart")
 
-    def _turn_complete(self, line: _Line, pause: int) -> bool:
-        """Score the open line once per pause of `turn.pause_ms`; True when the speaker's turn sounds complete."""
-        turn = self.options.turn
+    def _submit_score(self, line: _Line, pause: int):
+        """Start Smart Turn on the open line once per pause of `turn.pause_ms` (a Future), or None."""
+        turn, vad = self.options.turn, self.vad
         if (self.turn_model is None or pause < turn.pause_ms * SAMPLE_RATE // 1000
-                or line.scored_pause == self.vad.last_voiced_end):
+                or line.scored_pause == vad.last_voiced_end):
+            return None
+        line.scored_pause, line.turn_probability = vad.last_voiced_end, None
+        if turn.text_gate and self._speculative_now(line) is not None and not self._closes(line):
+            return None  # the words already say the sentence goes on: no need to ask the model
+        return self.turn_model.submit(self._audio(line.start, vad.position))
+
+    def _speculative_now(self, line: _Line):
+        """The speculative final of the current pause, if it has been decoded."""
+        end = self.vad.last_voiced_end + self.options.final_pad_ms * SAMPLE_RATE // 1000
+        return line.speculative if line.speculative is not None and line.speculative[0] == end else None
+
+    def _closes(self, line: _Line) -> bool:
+        return closes_sentence(line.speculative[1].text)
+
+    def _turn_complete(self, line: _Line) -> bool:
+        """The current pause was scored at or above the threshold and (text gate) its final closes a sentence."""
+        turn = self.options.turn
+        if (line.scored_pause != self.vad.last_voiced_end or line.turn_probability is None
+                or line.turn_probability < turn.threshold):
             return False
-        line.scored_pause = self.vad.last_voiced_end
-        if turn.text_gate and line.speculative is not None and not closes_sentence(line.speculative[1].text):
-            line.turn_probability = None
-            return False
-        line.turn_probability = self.turn_model.score(self._audio(line.start, self.vad.position))
-        self.turn_scores += 1
-        return line.turn_probability >= turn.threshold
+        if not turn.text_gate:
+            return True
+        return self._speculative_now(line) is not None and self._closes(line)
+
+    def _decode_partial(self, interval_scale: float) -> list[Event]:
+        line, vad, opts = self._line, self.vad, self.options
+        self.partial_decodes += 1
+        begin = time.perf_counter()
+        segment, _, _ = self.engine.transcribe_segment(self._audio(line.start, vad.position), line.start / SAMPLE_RATE)
+        # Cadence backs off with the decode's own cost, so partials never take more than
+        # `partial_budget` of real time (a 30 s-window encoder would otherwise queue the finals behind them).
+        spacing = max(opts.partial_interval * interval_scale, (time.perf_counter() - begin) / opts.partial_budget)
+        line.next_partial = vad.position + int(spacing * SAMPLE_RATE)
+        return self._partial(segment.text, vad.position)
 
     def _partial(self, hypothesis: str, end: int) -> list[Event]:
         line, opts = self._line, self.options

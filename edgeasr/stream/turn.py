@@ -3,8 +3,9 @@
 webrtcvad only hears sound or silence, so without this the session waits its whole hangover (600 ms)
 after every line. Smart Turn (a Whisper-tiny-encoder classifier, BSD-2-Clause) reads the prosody and
 words of the line's last 8 s and returns P(turn complete). The session scores the open line once a pause
-reaches `TurnOptions.pause_ms`: at or above `threshold` the line completes at once; below, the line
-stays open until the VAD hangover, which acts as the cap.
+reaches `TurnOptions.pause_ms`: at or above `threshold` (and with a speculative final that closes a
+sentence) the line completes at once; below, the line stays open until the VAD hangover, which acts as
+the cap. The score runs on a worker thread beside the speculative final decode (`SmartTurn.submit`).
 
 Runs with onnxruntime and numpy only (the torch-free edge profile). The model is loaded once per process
 and shared by every session (ONNX Runtime sessions may run from several threads). Fail open: when the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,11 +40,14 @@ class TurnOptions:
     mode: str = "vad"
     """"smart": Smart Turn scores each pause of `pause_ms`; "vad": only the VAD hangover ends a line (the
     default until smart meets its goal in `edgeasr bench stream --end-of-turn vad smart`)."""
-    pause_ms: int = 200
-    """Silence after the last voiced frame before the open line is scored."""
-    threshold: float = 0.8
-    """P(turn complete) at or above which the line completes at once. Smart Turn's own cut-off is 0.5; with
-    the text gate, 0.8 cut 1 of 12 paused sentences in `edgeasr bench stream --end-of-turn` (0.5: 3)."""
+    pause_ms: int = 150
+    """Silence after the last voiced frame before the open line is scored. At `SessionOptions.final_pad_ms`
+    (150) the score runs beside the speculative final decode, so the decision waits for no extra audio."""
+    threshold: float = 0.9
+    """P(turn complete) at or above which the line completes at once. Smart Turn's own cut-off is 0.5. Tuned
+    with the text gate on clips the reported bench does not use (`build_replay(48, skip=24)`, moonshine-tiny
+    W4): at a 150 ms pause 0.9 split 1 of 24 paused sentences (0.8: 5) and still ended 29 of 48 sentence
+    ends early; see docs/turn-taking.md."""
     model_path: str | None = None
     """A local Smart Turn ONNX file; None = the pinned v3.2, extracted into the cache on first use."""
     threads: int = 1
@@ -104,10 +109,17 @@ class SmartTurn:
         names = [i.name for i in self.session.get_inputs()]
         if names != ["input_features"]:
             raise ValueError(f"{path} is not a Smart Turn v3 graph: inputs {names}, expected ['input_features']")
+        # Scores run beside the speculative final decode (ONNX Runtime releases the GIL), so the end
+        # decision costs the longer of the two, not their sum. Two workers: sessions of one process share them.
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="smart-turn")
 
     def score(self, audio: np.ndarray) -> float:
         """P(turn complete) for a line's 16 kHz audio up to now (its trailing pause included)."""
         return float(self.session.run(None, {"input_features": turn_features(audio)})[0].reshape(-1)[0])
+
+    def submit(self, audio: np.ndarray) -> Future:
+        """`score(audio)` on a worker thread, so the caller can decode meanwhile."""
+        return self._pool.submit(self.score, audio)
 
 
 _LOADED: dict[tuple[str | None, int], SmartTurn | None] = {}

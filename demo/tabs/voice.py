@@ -212,7 +212,7 @@ def build(default_model: str) -> None:
     first = next(iter(clips.values()), None)
     with gr.Row():
         with gr.Column():
-            voice = gr.Audio(sources=["microphone", "upload"], type="filepath", elem_id="voice-recording",
+            voice = gr.Audio(sources=["upload", "microphone"], type="filepath", elem_id="voice-recording",
                              label=f"Your voice ({MIN_SECONDS:.0f}-120 s; any rate, mono or stereo)")
             voice_notice = gr.Markdown(elem_id="voice-notice")
             with gr.Row():

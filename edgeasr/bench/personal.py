@@ -45,6 +45,8 @@ class PersonalOptions:
     """Base method; GPTQ's Hessian is built from the calibration audio, so calibration can show."""
     voices: tuple[str, ...] = ()
     """TTS voices (`data.tts.VOICES` names); empty = all five."""
+    arms: tuple[str, ...] = ARMS
+    """Calibrations compared (`ARMS`); `own` is always needed for the per-voice difference."""
     eval_set: str = "tts-en"
     """Labelled sentences of every voice, never calibrated on."""
     calib_set: str = "tts-en-calib"
@@ -129,7 +131,7 @@ def run(options: PersonalOptions, out: Path) -> list[dict]:
     torch.set_num_threads(options.threads)
     voices = list(options.voices or [v.name for v in VOICES])
     done = {r["key"] for r in read_rows(out)}
-    calibrations = _arm_calibrations(options, voices)
+    calibrations = {a: c for a, c in _arm_calibrations(options, voices).items() if a.partition(":")[0] in options.arms}
     rows = []
     out.parent.mkdir(parents=True, exist_ok=True)
     for model in options.models:
@@ -226,6 +228,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bits", nargs="+", type=int, default=list(PersonalOptions.bits))
     p.add_argument("--method", default=PersonalOptions.method)
     p.add_argument("--voices", nargs="*", default=[], help="TTS voices (default: all five)")
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="calibrations compared")
     p.add_argument("--out", type=Path, default=RESULTS / "personal.jsonl")
     p.add_argument("--report-only", action="store_true", help="only rewrite personal.md from --out")
 
@@ -233,7 +236,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def cli(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.report_only:
-        run(PersonalOptions(tuple(args.models), tuple(args.bits), args.method, tuple(args.voices)), args.out)
+        run(PersonalOptions(tuple(args.models), tuple(args.bits), args.method, tuple(args.voices), tuple(args.arms)),
+            args.out)
     command = "edgeasr bench personal --models moonshine-tiny whisper-tiny.en --bits 4 3"
     (args.out.parent / "personal.md").write_text(markdown(read_rows(args.out), command))
     return 0

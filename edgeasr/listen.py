@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edgeasr.resolver import ENGINES, ResolveOptions
     from edgeasr.stream.session import SessionOptions
     from edgeasr.stream.turn import END_OF_TURN_MODES, TurnOptions
-    from edgeasr.stream.vad import VADOptions
+    from edgeasr.stream.vad import VAD_KINDS, VADOptions
 
     p = argparse.ArgumentParser(prog="edgeasr-listen", description=__doc__.splitlines()[0])
     model = p.add_mutually_exclusive_group()
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     pace.add_argument("--fast", dest="realtime", action="store_false", help="replay --file as fast as possible")
     p.add_argument("--vad-aggressiveness", type=int, choices=range(4), default=VADOptions.aggressiveness,
                    help=f"webrtcvad mode 0-3 (default {VADOptions.aggressiveness})")
+    p.add_argument("--vad", choices=VAD_KINDS,
+                   help="webrtc: webrtcvad alone; silero: a frame is speech only when Silero VAD agrees (no words "
+                        "invented on radio static) (default webrtc; with --server, the server's default)")
     p.add_argument("--partial-interval", type=float, default=SessionOptions.partial_interval,
                    help=f"seconds of audio between partial updates (default {SessionOptions.partial_interval})")
     p.add_argument("--no-partials", action="store_true", help="print final lines only")
@@ -150,7 +153,7 @@ def _listen_local(args: argparse.Namespace, chunks: Iterable, printer: Printer) 
 
     engine = resolve(_target(args), ResolveOptions(engine=args.engine))
     log.info("running %s on the %s engine", engine.name, engine.kind)
-    options = SessionOptions(vad=VADOptions(aggressiveness=args.vad_aggressiveness),
+    options = SessionOptions(vad=VADOptions(aggressiveness=args.vad_aggressiveness, kind=args.vad or VADOptions.kind),
                              partial_interval=args.partial_interval, partials=not args.no_partials,
                              turn=TurnOptions(mode=args.end_of_turn or TurnOptions.mode))
     session = StreamingSession(engine, options)
@@ -183,7 +186,7 @@ def _listen_server(args: argparse.Namespace, chunks: Iterable, printer: Printer)
     # When the chunks run out (end of file, or Ctrl-C) the client sends `end` and reads on until the
     # server's summary, so the open line's final still arrives.
     events = stream(args.server, chunks, 16000, partials=not args.no_partials, realtime=False,
-                    overflow=overflow, end_of_turn=args.end_of_turn, **_server_target(args))
+                    overflow=overflow, end_of_turn=args.end_of_turn, vad=args.vad, **_server_target(args))
     # `stream` raises (exit 2) when the connection ends before the server's summary: never a quiet early end.
     for event in events:
         if event.get("type", "").startswith("Line"):

@@ -183,6 +183,9 @@ class StreamRequest:
     end_of_turn: str | None = None
     """"smart" (Smart Turn ends a line at a short pause when the sentence sounds finished) or "vad" (the
     VAD hangover only); None = the server's default (`SessionOptions`)."""
+    vad: str | None = None
+    """"webrtc" (webrtcvad alone) or "silero" (a frame is speech only when Silero VAD agrees: no lines
+    opened by radio static); None = the server's default (webrtc)."""
 
 
 @dataclass(frozen=True)
@@ -249,9 +252,14 @@ class StreamConfig(StreamRequest):
         end_of_turn = data.get("end_of_turn")
         if end_of_turn is not None and end_of_turn not in END_OF_TURN_MODES:
             raise _config_error(f"end_of_turn must be one of {END_OF_TURN_MODES}, got {end_of_turn!r}")
+        from edgeasr.stream.vad import VAD_KINDS
+
+        vad = data.get("vad")
+        if vad is not None and vad not in VAD_KINDS:
+            raise _config_error(f"vad must be one of {VAD_KINDS}, got {vad!r}")
         return cls(rate, encoding=encoding, model=data.get("model"), recipe=data.get("recipe"),
                    checkpoint=data.get("checkpoint"), partials=partials, max_queue_seconds=queue, overflow=overflow,
-                   end_of_turn=end_of_turn)
+                   end_of_turn=end_of_turn, vad=vad)
 
 
 # -- audio frames -------------------------------------------------------------------------------

@@ -88,7 +88,9 @@ class Connection:
             options = SessionOptions(partials=config.partials, inline_partials=False)
             if config.end_of_turn is not None:
                 options = replace(options, turn=replace(options.turn, mode=config.end_of_turn))
-            # In a thread: the first session may load the end-of-turn model.
+            if config.vad is not None:
+                options = replace(options, vad=replace(options.vad, kind=config.vad))
+            # In a thread: the first session may load the end-of-turn model (or Silero VAD).
             self.session = await asyncio.to_thread(StreamingSession, engine, options)
             self.runner = SessionRunner(self.hub.pool, self.session, self._emit, key=self.id)
             self.block = config.overflow == "block"

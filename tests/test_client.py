@@ -11,7 +11,7 @@ from edgeasr.protocol import StreamConfig, StreamRequest
 
 def test_client_options_send_every_request_field_and_nothing_else() -> None:
     options = ClientOptions(token="t", model="m", partials=False, max_queue_seconds=1.5, overflow="block",
-                            end_of_turn="vad", encoding="float32", chunk_ms=50, realtime=False)
+                            end_of_turn="vad", vad="silero", encoding="float32", chunk_ms=50, realtime=False)
     config = StreamConfig.of(options, 22050)
     assert StreamConfig.parse(config.message()) == config
     message = json.loads(config.message())

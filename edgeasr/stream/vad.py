@@ -1,5 +1,8 @@
 """Voice activity: webrtcvad frames turned into speech start / end decisions with pre-roll and hangover.
 
+With `kind="silero"` a frame is voiced only when Silero VAD agrees (`edgeasr.stream.silero`): it keeps
+HF-radio static, which webrtcvad passes, from opening lines.
+
 The segmenter only decides *where* speech is (sample positions since the first sample it saw); the
 session keeps the audio and decides what to decode.
 """
@@ -12,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeasr.audio import SAMPLE_RATE
+from edgeasr.stream.silero import SileroGate
 
+VAD_KINDS = ("webrtc", "silero")
 
 @dataclass(frozen=True)
 class VADOptions:
@@ -30,8 +35,17 @@ class VADOptions:
     (moonshine-tiny, tests/test_stream.py replay: 400 ms 7.95 % WER, 600 ms 3.98 %, 800 ms 2.84 % = offline)."""
     pre_roll_ms: int = 300
     """Audio kept before the first voiced frame so soft word onsets are not cut."""
+    kind: str = "webrtc"
+    """"webrtc": webrtcvad alone; "silero": a frame is voiced only when Silero VAD also heard speech (fewer
+    words invented on radio noise; see docs/streaming.md). Falls back to webrtcvad if Silero cannot load."""
+    silero_threshold: float = 0.5
+    """Silero's speech probability at or above which a 32 ms window counts as speech (its own default)."""
+    silero_hold_ms: int = 100
+    """A webrtcvad frame passes while Silero heard speech this recently (bridges Silero's short dips)."""
 
     def __post_init__(self) -> None:
+        if self.kind not in VAD_KINDS:
+            raise ValueError(f"VAD kind must be one of {VAD_KINDS}, got {self.kind!r}")
         if self.aggressiveness not in (0, 1, 2, 3):
             raise ValueError(f"VAD aggressiveness must be 0-3, got {self.aggressiveness}")
         if self.frame_ms not in (10, 20, 30):
@@ -69,6 +83,8 @@ class VADSegmenter:
         self.options = options or VADOptions()
         self.frame = SAMPLE_RATE * self.options.frame_ms // 1000
         self._vad = webrtcvad.Vad(self.options.aggressiveness)
+        self._silero = (SileroGate.load(self.options.silero_threshold, self.options.silero_hold_ms)
+                        if self.options.kind == "silero" else None)
         self._pending = np.zeros(0, np.float32)
         self.position = 0
         """Samples consumed by whole frames so far."""
@@ -89,6 +105,8 @@ class VADSegmenter:
 
     def push(self, audio: np.ndarray) -> list[VADEvent]:
         """Consume audio; return the speech starts and ends decided by whole frames inside it."""
+        if self._silero is not None:
+            self._silero.push(audio)
         data = np.concatenate([self._pending, audio]) if self._pending.size else audio
         n_frames = data.size // self.frame
         self._pending = data[n_frames * self.frame:].copy()
@@ -97,6 +115,8 @@ class VADSegmenter:
         for i in range(n_frames):
             frame = pcm[i * self.frame:(i + 1) * self.frame]
             voiced = self._vad.is_speech(frame.tobytes(), SAMPLE_RATE)
+            if voiced and self._silero is not None:
+                voiced = self._silero.heard(self.position + self.frame)
             event = self._step(voiced)
             if event is not None:
                 events.append(event)

@@ -115,7 +115,7 @@ def test_report_gives_the_difference_per_voice_both_ways():
     assert paired(rows[1], rows[0]) == (1, 0) and paired(rows[4], rows[3]) == (0, 2)
     table = markdown(rows, "edgeasr bench personal")
     lines = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
-    assert "| 15.00 | 10.00 | 5.00 | -10.00 | 1 / 0 |" in lines["flite-rms"]
-    assert "| 0.00 | 5.00 | 15.00 | +15.00 | 0 / 2 |" in lines["flite-awb"]
-    assert "| 7.50 | 7.50 | 10.00 | +2.50 |" in lines["**all**"]
+    assert "| 15.00 | 10.00 | 5.00 | -10.00 | 1 / 0 | -5.00 | 1 / 0 |" in lines["flite-rms"]
+    assert "| 0.00 | 5.00 | 15.00 | +15.00 | 0 / 2 | +10.00 | 0 / 2 |" in lines["flite-awb"]
+    assert "| 7.50 | 7.50 | 10.00 | +2.50 | | +2.50 | |" in lines["**all**"]
     assert json.dumps(rows)  # rows are plain JSON, as written to personal.jsonl

@@ -57,8 +57,8 @@ class PersonalOptions:
     """TTS sentences (~2.5 s) joined into one sequence, so sequences look like a user's 10-20 s recordings."""
     generic_clips: int = 8
     """calib-mix items of the generic arm (~12.9 s each: about the audio of the TTS arms)."""
-    threads: int = 2
-    """torch threads for quantization and evaluation."""
+    threads: int = 1
+    """torch threads for quantization and evaluation (1: on a busy machine a second OpenMP thread mostly waits)."""
 
 
 def voice_of(utterance_id: str) -> str:
@@ -187,10 +187,10 @@ def markdown(rows: list[dict], command: str) -> str:
     from edgeasr.data.tts import VOICES
 
     order = [v.name for v in VOICES]
-    lines = [f"Command: `{command}`. WER % on `tts-en` (Harvard lists 1-4) per voice; calibration ~100 s each "
+    lines = [f"Command: `{command}`. WER % on `tts-en` (Harvard lists 1-4) per voice; calibration ~110 s each "
              "(generic: 8 calib-mix items, labelled; tts-mix and own: 10 sequences of 4 `tts-en-calib` "
              "sentences, unlabelled). Torch fake-quant model. Own − generic < 0: own-voice calibration helped. "
-             "Wins / losses: sentences (of 40) where own made fewer / more word errors than generic.", ""]
+             "Wins / losses: sentences (of 40) where own made fewer / more word errors than the other calibration.", ""]
     by = {(r["model"], r["w_bits"], r["arm"], r["voice"]): r for r in rows}
     for model, bits in dict.fromkeys((r["model"], r["w_bits"]) for r in rows):
         voices = [v for v in order if (model, bits, "own", v) in by]
@@ -199,25 +199,25 @@ def markdown(rows: list[dict], command: str) -> str:
         fp = fp_by_voice(model, "tts-en", voices) or {}
         method = next(r["method"] for r in rows if r["model"] == model)
         lines += [f"### {model}, {method.upper()} W{bits}A16", "",
-                  "| voice | words | FP | generic | tts-mix | own | own − generic | wins / losses vs generic |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| voice | words | FP | generic | tts-mix | own | own − generic | wins / losses vs generic | "
+                  "own − tts-mix | wins / losses vs tts-mix |", "|---|---|---|---|---|---|---|---|---|---|"]
         sums = {arm: [0, 0] for arm in ARMS}
         for v in voices:
             cells = {arm: by.get((model, bits, arm, v)) for arm in ARMS}
-            own, generic = cells["own"], cells["generic"]
+            own, generic, mix = cells["own"], cells["generic"], cells["tts-mix"]
             for arm, r in cells.items():
                 if r:
                     sums[arm][0] += r["errors"]
                     sums[arm][1] += r["reference_words"]
-            delta = f"{own['wer'] - generic['wer']:+.2f}" if generic else ""
-            wl = "{} / {}".format(*paired(own, generic)) if generic else ""
             fmt = lambda r: f"{r['wer']:.2f}" if r else ""
+            versus = lambda r: (f"{own['wer'] - r['wer']:+.2f} | " + "{} / {}".format(*paired(own, r))) if r else " | "
             lines.append(f"| {v} | {own['reference_words']} | {fp.get(v, float('nan')):.2f} | {fmt(generic)} | "
-                         f"{fmt(cells['tts-mix'])} | {fmt(own)} | {delta} | {wl} |")
+                         f"{fmt(mix)} | {fmt(own)} | {versus(generic)} | {versus(mix)} |")
         total = {arm: 100 * e / w if w else None for arm, (e, w) in sums.items()}
-        if all(t is not None for t in total.values()):
-            lines.append(f"| **all** | {sums['own'][1]} | | {total['generic']:.2f} | {total['tts-mix']:.2f} | "
-                         f"{total['own']:.2f} | {total['own'] - total['generic']:+.2f} | |")
+        pct = lambda t: "" if t is None else f"{t:.2f}"
+        gap = lambda arm: "" if total[arm] is None else f"{total['own'] - total[arm]:+.2f}"
+        lines.append(f"| **all** | {sums['own'][1]} | | {pct(total['generic'])} | {pct(total['tts-mix'])} | "
+                     f"{pct(total['own'])} | {gap('generic')} | | {gap('tts-mix')} | |")
         loads = sorted({r["load_avg_at_start"][0] for r in rows if r["model"] == model and r["w_bits"] == bits})
         lines += ["", f"Load average (1 min) when the runs started: {loads[0]:.1f}-{loads[-1]:.1f} on 2 cores.", ""]
     return "\n".join(lines) + "\n"
@@ -229,6 +229,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default=PersonalOptions.method)
     p.add_argument("--voices", nargs="*", default=[], help="TTS voices (default: all five)")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="calibrations compared")
+    p.add_argument("--threads", type=int, default=PersonalOptions.threads)
     p.add_argument("--out", type=Path, default=RESULTS / "personal.jsonl")
     p.add_argument("--report-only", action="store_true", help="only rewrite personal.md from --out")
 
@@ -236,8 +237,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def cli(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.report_only:
-        run(PersonalOptions(tuple(args.models), tuple(args.bits), args.method, tuple(args.voices), tuple(args.arms)),
-            args.out)
-    command = "edgeasr bench personal --models moonshine-tiny whisper-tiny.en --bits 4 3"
+        run(PersonalOptions(tuple(args.models), tuple(args.bits), args.method, tuple(args.voices), tuple(args.arms),
+                             threads=args.threads), args.out)
+    command = (f"edgeasr bench personal --models {' '.join(args.models)} --bits {' '.join(map(str, args.bits))} "
+               f"--arms {' '.join(args.arms)}")
     (args.out.parent / "personal.md").write_text(markdown(read_rows(args.out), command))
     return 0

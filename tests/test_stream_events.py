@@ -134,3 +134,12 @@ def test_finals_only_without_partials(stream):
     options = SessionOptions(partials=False, release_heap=False)
     events = run(StreamingSession(Engine(StubBackend(), "stub"), options), stream)
     assert {type(e) for e in events} == {LineStarted, LineCompleted}
+
+
+def test_no_partial_once_a_pause_begins(events):
+    """Partials decode only while the speaker is voiced (one started in a pause would delay the end decision):
+    no partial of a line reaches past its last voiced frame, where the final's `final_pad_ms` begins."""
+    pad = SessionOptions().final_pad_ms / 1000
+    finals = {e.line_id: e for e in events if isinstance(e, LineCompleted)}
+    partials = [e for e in events if isinstance(e, (LineStarted, LineChanged))]
+    assert partials and all(e.end <= finals[e.line_id].end - pad + 1e-6 for e in partials), partials

@@ -74,7 +74,8 @@ class SessionOptions:
     partials: bool = True
     """Emit partial text while speech goes on (off: finals only, cheapest)."""
     drop_late_partials: bool = True
-    """Skip partials while processing lags real time, as a live source needs; False decodes every one."""
+    """Skip partials while processing lags real time and space them by `partial_budget`, as a live source
+    needs; False decodes every one at `partial_interval` (tests, offline replays)."""
     commit_delay: float = 1.0
     """Words are committed once every hypothesis over at least this many audio seconds agrees on them."""
     max_line_seconds: float = 12.0
@@ -315,9 +316,11 @@ class StreamingSession:
         self.partial_decodes += 1
         begin = time.perf_counter()
         segment, _, _ = self.engine.transcribe_segment(self._audio(line.start, vad.position), line.start / SAMPLE_RATE)
-        # Cadence backs off with the decode's own cost, so partials never take more than
-        # `partial_budget` of real time (a 30 s-window encoder would otherwise queue the finals behind them).
-        spacing = max(opts.partial_interval * interval_scale, (time.perf_counter() - begin) / opts.partial_budget)
+        spacing = opts.partial_interval * interval_scale
+        if opts.drop_late_partials:
+            # Cadence backs off with the decode's own cost, so partials never take more than
+            # `partial_budget` of real time (a 30 s-window encoder would otherwise queue the finals behind them).
+            spacing = max(spacing, (time.perf_counter() - begin) / opts.partial_budget)
         line.next_partial = vad.position + int(spacing * SAMPLE_RATE)
         return self._partial(segment.text, vad.position)
 

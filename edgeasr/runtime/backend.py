@@ -25,29 +25,25 @@ class MemorySettings:
     """How ONNX Runtime holds a run's intermediate tensors: peak resident memory against allocation work."""
 
     arena: bool | None = None
-    """CPU memory arena: grows in doubling chunks and never returns them. None = per graph, by what it allocates:
-    off for Whisper's encoder and cross K/V (the same large shapes every run: the C heap reuses the freed
-    buffers; peak growth 142 MB against 210 MB with the arena, W4 whisper-tiny.en); on for every decoder step
-    (a few hundred small tensors per token: without the arena the bench clips cost 6 % more CPU time and twice
-    the page faults, whisper-tiny.en W8) and for Moonshine's graphs (shapes follow the audio: the C heap
-    fragments over the varying sizes, 386 MB against 206 MB with the arena before its attention was sliced)."""
+    """CPU memory arena: grows in doubling chunks and never returns them. None = off where every run has the
+    same shapes (Whisper's 30 s window: the C heap reuses the freed buffers; peak growth 142 MB against 210 MB
+    with the arena, W4 whisper-tiny.en), on where shapes follow the audio (Moonshine: the C heap fragments
+    over varying sizes, 386 MB against 206 MB with the arena)."""
     memory_pattern: bool = False
     """One pre-planned block per run sized for the run's peak (fewer allocations, a higher and lasting peak)."""
 
-    def arena_for(self, family: str, graph: str) -> bool:
-        if self.arena is not None:
-            return self.arena
-        return family != "whisper" or graph == "decoder"
+    def arena_for(self, family: str) -> bool:
+        return self.arena if self.arena is not None else family != "whisper"
 
 
-def _session(path: Path, threads: int | None, memory: MemorySettings, family: str, graph: str):
+def _session(path: Path, threads: int | None, memory: MemorySettings, family: str):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    options.enable_cpu_mem_arena = memory.arena_for(family, graph)
+    options.enable_cpu_mem_arena = memory.arena_for(family)
     options.enable_mem_pattern = memory.memory_pattern
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # its constant-folding notices about exporter helper ops are not actionable
@@ -68,7 +64,7 @@ class OnnxBackend:
         self.meta = meta
         self.family = meta.family
         self.memory = memory
-        self.sessions = {name: _session(path, threads, memory, meta.family, name) for name, path in meta.graphs.items()}
+        self.sessions = {name: _session(path, threads, memory, meta.family) for name, path in meta.graphs.items()}
         check_graph_inputs(meta, {k: [i.name for i in s.get_inputs()] for k, s in self.sessions.items()})
         self.tokenizer = Tokenizer.from_file(str(meta.directory / meta.data["tokenizer"]))
         self.settings = DecodeSettings.from_configs(self.family, meta.data["generation"], meta.data["config"])

@@ -76,7 +76,7 @@ def plan_cells(options: SweepOptions) -> list[tuple[Recipe, str, str | None, flo
         if options.uniform:  # W2 last: every method breaks there (bench/results/full.jsonl), W4 is the bar
             cells.append((recipe, "uniform W4", None, None))
             lowest.append((dataclasses.replace(recipe, w_bits=2), "uniform W2", None, None))
-        for mb in budgets:
+        for mb in reversed(budgets):  # the largest budget first: the closest to uniform W4
             # the scores come from the cache: scored once per model, grid and calibration
             mixed, _, _, _ = plan(dataclasses.replace(recipe, calibration=sensitivity_calibration(options)),
                                   BudgetOptions(budget_mb=mb, estimator=options.estimator))
@@ -104,7 +104,10 @@ def run(options: SweepOptions, out: Path) -> None:
         bits = list(recipe.layer_bits.values())
         for dataset in todo:
             load = os.getloadavg()
-            report = evaluate(engine, dataset, progress=True)
+            # per-utterance rows kept, so a subset's WER (e.g. the 50-utterance spread) can be read off later
+            utterances = out.parent / "utterances" / f"{recipe.label}-{dataset}.jsonl"
+            utterances.parent.mkdir(exist_ok=True)
+            report = evaluate(engine, dataset, rows_path=utterances, progress=True)
             row = {"model": recipe.model, "method": recipe.method, "kind": kind, "estimator": estimator,
                    "budget_mb": mb, "dataset": dataset, "wer": round(100 * report.wer.wer, 3),
                    "utterances": report.wer.utterances, "reference_words": report.wer.reference_words,

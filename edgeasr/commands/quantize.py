@@ -27,9 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="choose bits per layer (2, 4, 8) so the bundle fits this many MB (10^6 bytes); see docs/budgets.md")
     p.add_argument("--avg-bits", type=float, help="choose bits per layer for this many effective bits per weight")
     p.add_argument("--sensitivity", choices=ESTIMATORS, default=ESTIMATORS[0],
-                   help="label-free per-layer sensitivity for --budget-mb/--avg-bits: kl = change of the decoder's "
-                        "token distribution with one layer quantized (default; scored once per model, cached), "
-                        "myqasr = median FP activation (myQASR), hessian = rounding error x input energy")
+                   help="label-free per-layer sensitivity for --budget-mb/--avg-bits: myqasr = median FP activation "
+                        "(myQASR, default, seconds), kl = change of the decoder's token distribution with one layer "
+                        "quantized (minutes; scored once per model and cached), hessian = rounding error x input energy")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
     p.add_argument("--out", type=Path, help="checkpoint directory (default: the cache)")
     p.add_argument("--list", action="store_true", help="list methods and their options")

@@ -24,9 +24,9 @@ class BudgetOptions:
     """Total bundle bytes in MB (10^6 bytes): every file but the card and bundle.json."""
     avg_bits: float | None = None
     """Effective bits per weight over the quantized linears (`metrics.bits`: codes, scales, zero points)."""
-    estimator: str = "kl"
-    """Sensitivity estimator (`quant.sensitivity.ESTIMATORS`): the output KL of one layer quantized at a time
-    (measured against myQASR's median and the Hessian-weighted error in docs/budgets.md)."""
+    estimator: str = "myqasr"
+    """Sensitivity estimator (`quant.sensitivity.ESTIMATORS`). myQASR's statistic stays the default: the output
+    KL was not clearly better at the one budget measured on both (docs/budgets.md) and costs minutes, not seconds."""
 
 
 def fixed_bundle_bytes(backend, recipe: Recipe, source_dir: Path | None, quantized: set[str]) -> int:

@@ -3,12 +3,12 @@
 Every estimator runs the FP model on the calibration clips with any labels dropped (the decoder reads the FP
 model's own greedy transcripts) and scores every linear of the recipe's parts at each candidate width:
 
-* `kl` (default): the KL divergence KL(P_FP || P_q) of the decoder's next-token distribution, averaged over the
+* `kl`: the KL divergence KL(P_FP || P_q) of the decoder's next-token distribution, averaged over the
   tokens of the clips (teacher-forced on the FP model's greedy tokens), when that one linear alone is
   round-to-nearest quantized on the recipe's grid at b bits and everything else stays FP. It measures the
   damage where it matters, in the output, and sees what local scores miss: an encoder layer's error passing
   through every later block, a decoder layer's error reaching every token.
-* `myqasr` (Fish et al. 2023): the median over input channels of the layer's mean |x| in FP. myQASR ranks
+* `myqasr` (Fish et al. 2023, the default): the median over input channels of the layer's mean |x| in FP. myQASR ranks
   layers by this statistic alone; to weigh it against bytes, a layer's damage at b bits is taken as
   median · weights · 4^-b (rounding noise power falls 4× per added bit), so the greedy order is the median
   ranking. (myQASR takes the median over all activation values; the median over channels of the per-channel
@@ -170,7 +170,7 @@ def _write_cache(path: Path, scores: Scores) -> None:
     tmp.replace(path)  # atomic: a concurrent reader sees the old file or the whole new one
 
 
-def score_layers(backend, recipe: Recipe, estimator: str = "kl", widths: tuple[int, ...] = PACKED_BITS,
+def score_layers(backend, recipe: Recipe, estimator: str = ESTIMATORS[0], widths: tuple[int, ...] = PACKED_BITS,
                  source_sha: str | None = None) -> list[LayerScore]:
     """Score every linear of `recipe.parts` of the (FP, unchanged) model in `backend`; with `source_sha` (the
     weights hash, `weights_sha`) the scores are read from / written to the sensitivity cache."""

@@ -264,7 +264,7 @@ def _source_sha(request: _Request, checkpoint: Path | None) -> str | None:
 
 def _cached_checkpoint(recipe: Recipe) -> Path | None:
     """The recipe's checkpoint in the cache, when there is one made from exactly this recipe."""
-    path = cache_dir("checkpoints") / recipe.label  # = edgeasr.quant.api.default_checkpoint_path (torch-free here)
+    path = cache_dir("checkpoints") / recipe.cache_name  # = edgeasr.quant.api.default_checkpoint_path (torch-free here)
     try:
         return path if Recipe.from_dict(_checkpoint_meta(path)["recipe"]) == recipe else None
     except (CheckpointError, QuantizationError, KeyError, TypeError):

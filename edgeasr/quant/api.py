@@ -47,7 +47,7 @@ def quantize(recipe: Recipe):
 
 
 def default_checkpoint_path(recipe: Recipe) -> Path:
-    return cache_dir("checkpoints") / recipe.label
+    return cache_dir("checkpoints") / recipe.cache_name
 
 
 def quantize_to_checkpoint(recipe: Recipe, target: Path | None = None) -> Path:

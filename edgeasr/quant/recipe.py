@@ -101,6 +101,15 @@ class Recipe:
             suffix += f"-mix{digest}"
         return f"{model}-{self.method}-w{self.w_bits}a{self.a_bits}{group}{'-sym' if self.symmetric else ''}{suffix}"
 
+    @property
+    def cache_name(self) -> str:
+        """The recipe's checkpoint folder in the cache: its label, plus a digest of the calibration when that is
+        not the default, so a checkpoint tuned on someone's own audio never overwrites the generic one."""
+        if self.calibration == CalibrationOptions():
+            return self.label
+        digest = hashlib.sha1(repr(sorted(asdict(self.calibration).items())).encode()).hexdigest()[:8]
+        return f"{self.label}-cal{digest}"
+
     def validate(self) -> None:
         if self.w_bits == 16:
             raise QuantizationError("w_bits=16 (activation-only quantization) is not supported: QuantLinear stores "

@@ -11,6 +11,8 @@ from edgeasr.metrics.bits import bundle_layer_bytes
 from edgeasr.quant.budget import LayerChoice, allocate, bit_costs, byte_costs, layout_of
 from edgeasr.quant.recipe import Recipe
 
+from audio_support import write_pcm16
+
 SHAPES = [(288, 288), (288, 288), (1152, 288), (288, 1152), (416, 416), (1664, 416), (416, 1664), (51864, 384)]
 
 
@@ -93,20 +95,6 @@ def test_recipe_layer_bits_round_trip_toml(tmp_path):
         Recipe("moonshine-tiny", layer_bits={"x": 16}).validate()
 
 
-def _write_pcm(path, samples, rate: int) -> None:
-    """A 16-bit PCM WAV of any channel count (what a phone or a desktop recorder writes)."""
-    import wave
-
-    import numpy as np
-
-    data = (np.clip(samples, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1 if data.ndim == 1 else data.shape[1])
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(data.tobytes())
-
-
 def test_calib_dir_reads_any_rate_and_channels(tmp_path, monkeypatch):
     import numpy as np
 
@@ -118,8 +106,8 @@ def test_calib_dir_reads_any_rate_and_channels(tmp_path, monkeypatch):
     folder = tmp_path / "my-voice"
     folder.mkdir()
     t = np.arange(44100 * 2) / 44100
-    _write_pcm(folder / "stereo-44k.wav", np.stack([np.sin(440 * t), np.sin(220 * t)], axis=1) * 0.3, 44100)
-    _write_pcm(folder / "mono-8k.wav", np.sin(np.arange(8000 * 3) / 8000 * 300) * 0.3, 8000)
+    write_pcm16(folder / "stereo-44k.wav", np.stack([np.sin(440 * t), np.sin(220 * t)], axis=1) * 0.3, 44100)
+    write_pcm16(folder / "mono-8k.wav", np.sin(np.arange(8000 * 3) / 8000 * 300) * 0.3, 8000)
     (folder / "notes.txt").write_text("not audio, not read")
     utterances = load_manifest(folder_manifest(folder))
     assert sorted(round(u.seconds) for u in utterances) == [2, 3]

@@ -15,17 +15,7 @@ from edgeasr.data.manifest import load_manifest
 from edgeasr.errors import DatasetError
 from edgeasr.quant.user_audio import PIECE_SECONDS, read_user_audio
 
-
-def _pcm16(path, samples: np.ndarray, rate: int) -> None:
-    """A PCM16 WAV of any channel count (write_wav writes mono only)."""
-    import wave
-
-    data = (np.clip(samples, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1 if data.ndim == 1 else data.shape[1])
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(data.tobytes())
+from audio_support import write_pcm16
 
 
 @pytest.fixture
@@ -34,8 +24,8 @@ def my_voice(tmp_path, speech_clips):
     folder = tmp_path / "my-voice"
     (folder / "phone").mkdir(parents=True)
     at_44k = soxr.resample(speech_clips["beckett"], SAMPLE_RATE, 44100)
-    _pcm16(folder / "phone" / "stereo-44k.wav", np.stack([at_44k, 0.5 * at_44k], axis=1), 44100)
-    _pcm16(folder / "mono-8k.wav", soxr.resample(speech_clips["two_cities_1"], SAMPLE_RATE, 8000), 8000)
+    write_pcm16(folder / "phone" / "stereo-44k.wav", np.stack([at_44k, 0.5 * at_44k], axis=1), 44100)
+    write_pcm16(folder / "mono-8k.wav", soxr.resample(speech_clips["two_cities_1"], SAMPLE_RATE, 8000), 8000)
     whole = np.concatenate([c for k, c in sorted(speech_clips.items()) if k.startswith("two_cities")])
     write_wav(folder / "long.wav", whole)
     return folder
@@ -84,7 +74,7 @@ def test_folder_without_usable_audio_is_one_error(tmp_path, monkeypatch, capsys)
     folder = tmp_path / "quiet"
     folder.mkdir()
     write_wav(folder / "silence.wav", np.zeros(3 * SAMPLE_RATE, np.float32))
-    _pcm16(folder / "hiss.wav", np.random.default_rng(0).normal(0, 1e-4, (2 * 44100, 2)), 44100)
+    write_pcm16(folder / "hiss.wav", np.random.default_rng(0).normal(0, 1e-4, (2 * 44100, 2)), 44100)
     (folder / "notes.txt").write_text("what I said")
     with pytest.raises(DatasetError, match=r"no speech found \(0\.\d s detected in 2 recordings"):
         read_user_audio(folder)

@@ -152,11 +152,12 @@ class GraphIndex:
 
     def upstream(self, tensor: str, hops: int) -> list[onnx.NodeProto]:
         """Nodes computing `tensor`, at most `hops` nodes back."""
-        found, frontier = [], [tensor]
+        found, frontier, seen = [], [tensor], {tensor}
         for _ in range(hops):
-            step = [self.producer[t] for t in frontier if t in self.producer]
+            step = list({id(self.producer[t]): self.producer[t] for t in frontier if t in self.producer}.values())
             found += step
-            frontier = [i for n in step for i in n.input]
+            frontier = [i for n in step for i in n.input if i not in seen]
+            seen.update(frontier)
         return found
 
     def downstream(self, tensor: str, hops: int) -> list[onnx.NodeProto]:
@@ -195,13 +196,18 @@ CARRIED: dict[str, tuple[Evidence, ...]] = {
 """How each QuantLinear extra must appear around the layer's MatMulNBits node."""
 
 
+BEFORE_HOPS = 64
+"""Nodes a `before` extra may sit ahead of its kernel: a Hadamard butterfly of 1,536 inputs is ~40 nodes deep."""
+
+
 def carries(index: GraphIndex, node_path: str, evidence: Evidence) -> bool:
     """Whether the graph applies `evidence` to the layer at `node_path`."""
     kernel = index.kernel(node_path)
     pattern = evidence.tensor.format(node=node_path)
     reads = lambda n: any(fnmatch(i, pattern) and i in index.initializers for i in n.input)
     if evidence.where == "before":
-        return any(n.op_type == evidence.op and reads(n) for n in index.upstream(kernel.input[0], 3))
+        # A rotated layer (QuaRot) applies its input scale ahead of its Hadamard butterfly: look back past it.
+        return any(n.op_type == evidence.op and reads(n) for n in index.upstream(kernel.input[0], BEFORE_HOPS))
     tensors = [t for t in index.initializers if fnmatch(t, pattern)]
     if evidence.where == "from":
         return any(n.op_type == evidence.op for t in tensors for n in index.downstream(t, 4))

@@ -14,6 +14,7 @@ import time
 import torch
 
 from edgeasr.audio import prepare_audio
+from edgeasr.backends.compare import output_errors
 from edgeasr.backends.hf import HFBackend
 from edgeasr.data import load_manifest
 from edgeasr.quant.api import quantize
@@ -30,19 +31,6 @@ def variant(name: str) -> tuple[str, dict]:
     return ("quarot", {"seed": int(name[1:])}) if name.startswith("s") else VARIANTS[name]
 
 
-@torch.inference_mode()
-def output_error(reference: HFBackend, candidate: HFBackend, clips: list[CalibrationClip]) -> tuple[float, float]:
-    rel = lambda a, b: float((a - b).norm() / b.norm())
-    enc, logits = [], []
-    for clip in clips:
-        e_ref, e_q = reference.encode(clip.audio), candidate.encode(clip.audio)
-        ids = list(reference.settings.prompt) + reference.tokenizer(" " + clip.text, add_special_tokens=False).input_ids
-        ids = torch.tensor([ids])
-        l_ref = reference.model(encoder_outputs=e_ref, decoder_input_ids=ids, use_cache=False).logits
-        l_q = candidate.model(encoder_outputs=e_q, decoder_input_ids=ids, use_cache=False).logits
-        enc.append(rel(e_q.last_hidden_state, e_ref.last_hidden_state))
-        logits.append(rel(l_q, l_ref))
-    return sum(enc) / len(enc), sum(logits) / len(logits)
 
 
 def main() -> None:
@@ -55,7 +43,7 @@ def main() -> None:
         start = time.perf_counter()
         method, options = variant(name)
         backend, _, _ = quantize(Recipe(model, method, bits, 16, 64, calibration=STUDY_CALIBRATION, options=options))
-        enc, logits = output_error(reference, backend, clips)
+        enc, logits = output_errors(reference, backend, clips)
         print(f"{model} W{bits} {name}: encoder rel err {enc:.4f}, logits rel err {logits:.4f} "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
 

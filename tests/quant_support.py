@@ -12,6 +12,7 @@ import functools
 import torch
 
 from edgeasr.audio import prepare_audio
+from edgeasr.backends.compare import output_errors
 from edgeasr.backends.hf import HFBackend
 from edgeasr.data import build_dataset, load_manifest
 from edgeasr.quant.api import quantize
@@ -49,15 +50,5 @@ def quantized(model: str, method: str, w_bits: int, a_bits: int = 16, group_size
 @torch.inference_mode()
 def output_error(reference: HFBackend, candidate: HFBackend, clips=None) -> float:
     """Mean over clips of the relative error of encoder outputs plus that of teacher-forced decoder logits."""
-    clips = clips or held_out_clips()
-    errors = []
-    for clip in clips:
-        enc_ref, enc_q = reference.encode(clip.audio), candidate.encode(clip.audio)
-        ids = list(reference.settings.prompt) + reference.tokenizer(" " + clip.text, add_special_tokens=False).input_ids
-        ids = torch.tensor([ids])
-        logits_ref = reference.model(encoder_outputs=enc_ref, decoder_input_ids=ids, use_cache=False).logits
-        logits_q = candidate.model(encoder_outputs=enc_q, decoder_input_ids=ids, use_cache=False).logits
-        rel = lambda a, b: float((a - b).norm() / b.norm())
-        errors.append(rel(enc_q.last_hidden_state, enc_ref.last_hidden_state) + rel(logits_q, logits_ref))
-    return sum(errors) / len(errors)
+    return sum(output_errors(reference, candidate, clips or held_out_clips()))
 

@@ -14,6 +14,9 @@ from edgeasr.errors import AudioError
 SAMPLE_RATE = 16000
 MIN_SAMPLES = SAMPLE_RATE * 30 // 1000
 """Shortest audio worth transcribing: one 30 ms VAD frame; anything shorter holds no word."""
+LIVE_CHUNK_MS = 30
+"""Audio per chunk the live front ends feed a streaming session: one webrtcvad frame, so an end-of-turn
+decision waits at most one frame beyond its pause (100 ms chunks added ~45 ms to end of speech → final)."""
 
 # Leading bytes of common files that are not audio, so a renamed image or document gets a real reason.
 _NOT_AUDIO = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",

@@ -23,6 +23,7 @@ from typing import AsyncIterator, Iterable, Iterator
 
 import numpy as np
 
+from edgeasr.audio import LIVE_CHUNK_MS
 from edgeasr.errors import EdgeASRError
 from edgeasr.protocol import ACK, END, ERROR, READY, SUMMARY, TOKEN_ENV, StreamConfig, StreamRequest, dumps, encode_frame
 
@@ -49,8 +50,9 @@ class ClientOptions(StreamRequest):
 
     token: str | None = field(default_factory=lambda: os.environ.get(TOKEN_ENV) or None)
     """Server token; default $EDGEASR_SERVER_TOKEN."""
-    chunk_ms: int = 100
-    """Audio per frame when the source is a file or an array."""
+    chunk_ms: int = LIVE_CHUNK_MS
+    """Audio per frame when the source is a file or an array (one VAD frame: the server's end-of-turn
+    decision waits for no more audio than that)."""
     realtime: bool = True
     """Pace file and array sources at real-time speed (as a microphone would); False sends at once."""
     send_ahead_seconds: float = 5.0

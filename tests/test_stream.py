@@ -187,7 +187,7 @@ def test_vad_is_independent_of_chunk_size(pieces) -> None:
 
 def test_mic_callback_counts_overflows_without_blocking() -> None:
     sounddevice = pytest.importorskip("sounddevice", exc_type=OSError)
-    mic = MicSource(queue_chunks=3)
+    mic = MicSource(chunk_ms=100, queue_seconds=0.3)  # room for 3 chunks
     block = np.linspace(-0.5, 0.5, 1600, dtype=np.float32)[:, None]
     flags = sounddevice.CallbackFlags()
     flags.input_overflow = True
@@ -199,7 +199,7 @@ def test_mic_callback_counts_overflows_without_blocking() -> None:
 
 
 def test_mic_resamples_native_rate_to_16k() -> None:
-    mic = MicSource(queue_chunks=100)
+    mic = MicSource(chunk_ms=100, queue_seconds=10)
     mic.sample_rate = 48000  # what open() reads from a 48 kHz USB microphone
     tone = np.sin(2 * np.pi * 440 * np.arange(48000) / 48000).astype(np.float32)[:, None]
     for block in np.array_split(tone, 10):

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from edgeasr.bench.cell import scrub  # result files are shared: no machine paths in them
+from edgeasr.audio import LIVE_CHUNK_MS as CHUNK_MS
 from edgeasr.stream.turn import END_OF_TURN_MODES, TurnOptions
 
 log = logging.getLogger(__name__)
 
-CHUNK_MS = 100
 
 
 def replay_audio(minutes: float) -> np.ndarray:

@@ -5,7 +5,7 @@ Harvard sentences): half of each source's sentences get a mid-sentence pause (30
 inserted at the longest unvoiced gap between their 30 % and 70 % points, else at the quietest 10 ms there:
 between two words), and every sentence is
 followed by `gap` seconds of silence (a sentence end where the speaker's turn is over). The same replay
-is streamed through a `StreamingSession` per model and per end-of-turn mode, in 100 ms chunks (what the
+is streamed through a `StreamingSession` per model and per end-of-turn mode, in 30 ms chunks (what the
 live front ends feed: `edgeasr-listen`'s microphone blocks and the WebSocket client's frames), partials on.
 The replay uses the first `count` clips of the pools; the end-of-turn defaults were tuned on the next ones
 (`build_replay(48, skip=24)`), so the reported clips took no part in choosing them.
@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeasr.audio import LIVE_CHUNK_MS as CHUNK_MS
+
 log = logging.getLogger(__name__)
 
-CHUNK_MS = 100
 CUT_MARGIN = 0.2
 """A line that ends more than this many seconds before its sentence's last voiced frame cut the sentence."""
 

@@ -172,6 +172,9 @@ class StreamingSession:
         self.partial_due = False
         """A partial re-decode of the open line is due (only set with `inline_partials=False`)."""
         self.turn_model = load_turn_model(self.options.turn)
+        # With an end-of-turn model the final is wanted at its first pause; the hangover alone can wait for the pad.
+        pause = self.options.turn.pause_ms if self.turn_model is not None else self.options.final_pad_ms
+        self._speculate_after = min(pause, self.options.final_pad_ms) * SAMPLE_RATE // 1000
         self.turn_scores = 0
 
     @property
@@ -269,7 +272,7 @@ class StreamingSession:
         """Decode the final ahead of the end decision and, with "smart", score the line beside that decode."""
         vad, pad = self.vad, self.options.final_pad_ms * SAMPLE_RATE // 1000
         score = self._submit_score(line, pause)
-        if pause >= pad:
+        if pause >= self._speculate_after:
             end = vad.last_voiced_end + pad
             if line.speculative is None or line.speculative[0] != end:
                 transcript, seconds = self._decode_final(line.start, end)
@@ -363,7 +366,10 @@ class StreamingSession:
 
     def _decode_final(self, start: int, end: int):
         begin = time.perf_counter()
-        transcript = self.engine.transcribe(self._audio(start, end))
+        audio = self._audio(start, end)
+        # A final decided before `final_pad_ms` of pause was heard ends in digital silence instead.
+        audio = np.pad(audio, (0, max(0, end - start - audio.size)))
+        transcript = self.engine.transcribe(audio)
         return transcript, time.perf_counter() - begin
 
     def _complete(self, speech_end: int, decided_at: int, voiced: int, ended_by: str) -> list[Event]:
@@ -371,7 +377,7 @@ class StreamingSession:
         self.partial_due = False
         if line is None or voiced - line.voiced_base < self.options.min_voiced_ms * SAMPLE_RATE // 1000:
             return []
-        end = min(speech_end + self.options.final_pad_ms * SAMPLE_RATE // 1000, self.vad.position)
+        end = speech_end + self.options.final_pad_ms * SAMPLE_RATE // 1000
         if line.speculative is not None and line.speculative[0] == end:
             _, transcript, seconds = line.speculative
         else:

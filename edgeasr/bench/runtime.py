@@ -4,9 +4,11 @@ moonshine-voice's own runtime, on the same clips and the same 2 cores; bytes mov
 Every engine runs in a fresh process (so resident memory is its own), pinned to the same cores, after
 one warm-up clip. With `--repeats N` every engine of a model runs N times, round robin (bundle, bundle, bundle,
 peer, bundle, ...), and a row holds the median: a shared 2-core machine drifts by ±20 % over minutes, and
-engines measured side by side drift together, so "× peer" is the median of the N paired ratios. Bundles are RTN checkpoints exported with the default options (4-bit head, int8 conv front
-end and position tables, fp16 scales; the FP32 bundle: everything FP32); a bundle's size is every file of its
-directory, next to the FP32 bundle's, and its peak resident growth is next to the peer's.
+engines measured side by side drift together, so "× peer" is the median of the N paired ratios.
+
+Bundles are RTN checkpoints exported with the default options (4-bit head, int8 conv front end and position
+tables, fp16 scales; the FP32 bundle: everything FP32); a bundle's size is every file of its directory, next
+to the FP32 bundle's, and its peak resident growth is next to the peer's.
 """
 
 from __future__ import annotations

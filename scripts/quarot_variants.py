@@ -31,8 +31,6 @@ def variant(name: str) -> tuple[str, dict]:
     return ("quarot", {"seed": int(name[1:])}) if name.startswith("s") else VARIANTS[name]
 
 
-
-
 def main() -> None:
     model, bits, names = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
     torch.set_num_threads(1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 
-import torch
 
 from edgeasr.audio import prepare_audio
 from edgeasr.backends.compare import output_errors
@@ -47,7 +46,6 @@ def quantized(model: str, method: str, w_bits: int, a_bits: int = 16, group_size
     return backend
 
 
-@torch.inference_mode()
 def output_error(reference: HFBackend, candidate: HFBackend, clips=None) -> float:
     """Mean over clips of the relative error of encoder outputs plus that of teacher-forced decoder logits."""
     return sum(output_errors(reference, candidate, clips or held_out_clips()))

@@ -4,8 +4,8 @@ A long stream of real speech (the moonshine-voice clips and, when built, Asteris
 between them, repeated to the requested length) is fed to a `StreamingSession` as fast as possible in
 30 ms chunks (`edgeasr.audio.LIVE_CHUNK_MS`, what the live front ends feed). Latencies come from the
 session's real-time clock (see `edgeasr.stream.session`), so they are what a live microphone would see on
-this CPU. Growth is checked by comparing the mean cost of a
-chunk in the first and the last minute of the replay (the same audio repeats, so they should match).
+this CPU. Growth is checked by comparing the mean cost of a chunk in the first and the last minute of the
+replay (the same audio repeats, so they should match).
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeasr.bench.cell import scrub  # result files are shared: no machine paths in them
 from edgeasr.audio import LIVE_CHUNK_MS as CHUNK_MS
+from edgeasr.bench.cell import scrub  # result files are shared: no machine paths in them
 from edgeasr.stream.turn import END_OF_TURN_MODES, TurnOptions
 
 log = logging.getLogger(__name__)
-
 
 
 def replay_audio(minutes: float) -> np.ndarray:

@@ -18,6 +18,7 @@ from edgeasr.errors import CheckpointError
 from edgeasr.metrics.layers import LayerInfo, ModelDims
 from edgeasr.runtime.bundle import ARCHIVE_SUFFIX, BundleMeta, check_graph_inputs, read_bundle, unpack_archive
 from edgeasr.runtime.features import LogMelSettings, moonshine_waveform, whisper_log_mel
+from edgeasr.runtime.sessions import cpu_session_options
 
 
 @dataclass(frozen=True)
@@ -39,17 +40,9 @@ class MemorySettings:
 def _session(path: Path, threads: int | None, memory: MemorySettings, family: str):
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+    options = cpu_session_options(threads)
     options.enable_cpu_mem_arena = memory.arena_for(family)
     options.enable_mem_pattern = memory.memory_pattern
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle pool threads sleep instead of spinning: on a 2-core board spinning threads steal the core that the
-    # decoder loop's Python, the features and a concurrent Smart Turn score need (moonshine-tiny W4, 16 clips:
-    # 1.75 s vs 2.13 s; whisper-tiny.en W8 9.86 s vs 11.53 s).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # its constant-folding notices about exporter helper ops are not actionable
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -45,9 +45,10 @@ def _load():
 
         from edgeasr.zoo.turn_assets import SILERO_VAD, fetch_asset
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        return ort.InferenceSession(str(fetch_asset(SILERO_VAD)), options, providers=["CPUExecutionProvider"])
+        from edgeasr.runtime.sessions import cpu_session_options
+
+        return ort.InferenceSession(str(fetch_asset(SILERO_VAD)), cpu_session_options(1),
+                                    providers=["CPUExecutionProvider"])
     except Exception as exc:  # fail open: a missing second VAD must not stop transcription
         log.warning("vad: Silero VAD unavailable (%s: %s); using webrtcvad alone", type(exc).__name__, exc)
         return None

@@ -25,6 +25,7 @@ import numpy as np
 
 from edgeasr.audio import SAMPLE_RATE
 from edgeasr.runtime.features import LogMelSettings, slaney_mel_filters, whisper_log_mel
+from edgeasr.runtime.sessions import cpu_session_options
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +101,8 @@ class SmartTurn:
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # see runtime.backend._session
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), cpu_session_options(threads), providers=["CPUExecutionProvider"])
         names = [i.name for i in self.session.get_inputs()]
         if names != ["input_features"]:
             raise ValueError(f"{path} is not a Smart Turn v3 graph: inputs {names}, expected ['input_features']")

@@ -76,7 +76,9 @@ class ResolveOptions:
     """Bits of the tied token table / output head of bundles exported from a checkpoint (8 or 4; 16 = FP32).
     FP models are exported with an FP32 head. The same default as `ExportOptions` (from `metrics.bits`)."""
     accuracy_level: int = 4
-    """MatMulNBits compute of exported bundles: 4 = int8 activations per block (the fast path)."""
+    """MatMulNBits compute of exported bundles' decoder step: 4 = int8 activations per block (`ExportOptions`)."""
+    clip_accuracy_level: int = 1
+    """MatMulNBits compute of exported bundles' encoder and cross-K/V graphs: 1 = fp32 (`ExportOptions`)."""
     quantize: bool = True
     """Quantize a recipe whose checkpoint is not cached; False refuses (a server's clients may not start one)."""
 
@@ -176,7 +178,8 @@ def _export_settings(request: _Request, options: ResolveOptions) -> dict:
     # int8 conv / position tables for quantized recipes (ExportOptions); FP models keep an FP32 front end,
     # which bundle.json records as 32 (and bundles exported before the setting existed by leaving it out).
     front_end = FP32_FRONT_END if request.recipe is None else FRONT_END_BITS
-    return {"head_bits": head, "front_end_bits": front_end, "accuracy_level": options.accuracy_level}
+    return {"head_bits": head, "front_end_bits": front_end, "accuracy_level": options.accuracy_level,
+            "clip_accuracy_level": options.clip_accuracy_level}
 
 
 def _recorded(weights: dict, key: str):
@@ -370,6 +373,7 @@ def _export(request: _Request, checkpoint: Path | None, export: dict) -> Path:
     try:
         export_bundle(staging, checkpoint=checkpoint, model_name=request.model if checkpoint is None else None,
                       options=ExportOptions(head_bits=export["head_bits"], accuracy_level=export["accuracy_level"],
+                                            clip_accuracy_level=export["clip_accuracy_level"],
                                             front_end_bits=front_end if front_end < 16 else None))
         (staging / PROVENANCE).write_text(json.dumps({
             "source": str(checkpoint.name if checkpoint is not None else request.model),

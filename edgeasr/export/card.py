@@ -22,8 +22,9 @@ def card_notes(data: dict) -> list[str]:
                      "that of the container")
     level = weights["accuracy_level"]
     if level == 4:
-        notes.append("MatMulNBits runs with accuracy_level=4: activations are quantized to int8 per block on the "
-                     "fly, also for weight-only recipes")
+        where = "the decoder step" if weights.get("clip_accuracy_level", 4) != 4 else "every graph"
+        notes.append(f"MatMulNBits runs with accuracy_level=4 in {where}: activations are quantized to int8 per "
+                     "block on the fly, also for weight-only recipes")
     a_bits = recipe.get("a_bits", 16)
     if a_bits < 8:
         notes.append(f"the recipe quantizes activations to {a_bits} bits, but ONNX Runtime has no A{a_bits} kernel: "

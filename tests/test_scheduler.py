@@ -59,6 +59,28 @@ def test_scheduler_runs_finals_before_queued_partials_one_job_per_key() -> None:
     assert started == [(PARTIAL, "a"), (FINAL, "a"), (FINAL, "d"), (PARTIAL, "b"), (PARTIAL, "c")]
 
 
+def test_one_worker_stays_free_of_partials_for_finals() -> None:
+    """Two workers: while one runs a partial, another session's queued partial waits and a final takes the
+    free worker; the partial starts once the first one is done."""
+    async def main() -> list:
+        scheduler = DecodeScheduler(workers=2)
+        gate, final_done = threading.Event(), threading.Event()
+        blocker = asyncio.ensure_future(scheduler.run(gate.wait, 10, priority=PARTIAL, key="a"))
+        while not scheduler.started:
+            await asyncio.sleep(0.01)
+        partial = asyncio.ensure_future(scheduler.run(lambda: "partial-b", priority=PARTIAL, key="b"))
+        final = asyncio.ensure_future(scheduler.run(final_done.set, priority=FINAL, key="c"))
+        await final
+        assert scheduler.started == [(PARTIAL, "a"), (FINAL, "c")] and scheduler.waiting == 1
+        gate.set()
+        assert await partial == "partial-b"
+        await blocker
+        scheduler.close()
+        return scheduler.started
+
+    assert asyncio.run(main()) == [(PARTIAL, "a"), (FINAL, "c"), (PARTIAL, "b")]
+
+
 def test_a_cancelled_job_is_skipped_and_a_blocking_call_returns_its_result() -> None:
     scheduler = DecodeScheduler(workers=1)
     gate, ran = threading.Event(), []

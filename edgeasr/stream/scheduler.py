@@ -4,7 +4,9 @@ The server's connections and the demo's browser sessions share CPU through it. E
 session goes through `DecodeScheduler` with a priority: `FINAL` for `StreamingSession.accept` and `finish`
 (VAD, end-of-turn scoring, speculative and final decodes), `PARTIAL` for partial re-decodes. A free
 worker always takes the most urgent waiting job, oldest first, so a final or an end-of-turn decision never
-waits behind queued partials (it may wait for decodes already running, which are never interrupted).
+waits behind queued partials. Running decodes are never interrupted, so with more than one worker partials
+get at most `workers - 1` of them at once: one worker is always free of partials, and a final waits at most
+for another final, never for a partial re-decode of someone's long line.
 Jobs with the same key (one session) never run at the same time, so a session's audio is accepted in
 order and its partial never overlaps its `accept`. A front end marks its key as having audio waiting
 (`audio_waiting`) the moment audio arrives, before its `accept` job can be queued; no partial starts while
@@ -39,6 +41,9 @@ class DecodeScheduler:
 
     def __init__(self, workers: int, name: str = "decode") -> None:
         self.workers = max(1, workers)
+        self.partial_slots = max(1, self.workers - 1)
+        """Partials that may run at once (one worker stays free for finals where there are two or more)."""
+        self._partials_running = 0
         self._cond = threading.Condition()
         self._jobs: list[tuple[int, int, Any, Callable, tuple, Future]] = []
         self._seq = itertools.count()
@@ -93,8 +98,9 @@ class DecodeScheduler:
 
     def _next(self):
         """The most urgent job whose key is not running (called with the lock held)."""
+        partials_may_start = not self._waiting and self._partials_running < self.partial_slots
         runnable = [job for job in self._jobs if (job[2] is None or job[2] not in self._busy)
-                    and (job[0] != PARTIAL or not self._waiting)]
+                    and (job[0] != PARTIAL or partials_may_start)]
         if not runnable:
             return None
         job = min(runnable, key=lambda j: (j[0], j[1]))
@@ -114,6 +120,7 @@ class DecodeScheduler:
                     continue  # cancelled while queued (its connection went away)
                 if key is not None:
                     self._busy.add(key)
+                self._partials_running += priority == PARTIAL
                 self.started.append((priority, key))
                 del self.started[:-1000]
             try:
@@ -123,6 +130,7 @@ class DecodeScheduler:
             finally:
                 with self._cond:
                     self._busy.discard(key)
+                    self._partials_running -= priority == PARTIAL
                     self._cond.notify_all()
             if error is not None:
                 future.set_exception(error)

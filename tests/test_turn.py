@@ -92,6 +92,29 @@ def test_complete_sentence_ends_before_the_hangover(engine: Engine, smart: TurnO
 
 
 @pytest.mark.slow
+def test_hangover_decodes_ahead_only_at_a_pause_that_may_end_the_line(engine: Engine) -> None:
+    """With the hangover alone, the final is decoded ahead at `final_pad_ms` of pause until a decode rate is
+    known, then only once the pause is long enough to end the line: the 400 ms mid-sentence pause costs a
+    speculative decode in a fresh session and none once the rate is known. The rate is pinned to a fast decode
+    so the outcome does not depend on this machine's speed."""
+    from edgeasr.bench.turn import _gap_split
+
+    prompt, clip = _prompt("conf-invalidpin")
+    split = _gap_split(clip)
+    audio = np.concatenate([silence(0.3), clip[:split], silence(0.4), clip[split:], silence(1.0)])
+    counts = []
+    for rate in (None, 0.01):
+        session = StreamingSession(engine, SessionOptions(partials=False))
+        session.decode_rate = rate
+        during, at_finish = feed(session, audio)
+        lines = _finals(during + at_finish)
+        assert len(lines) == 1 and lines[0].ended_by == "hangover", lines
+        assert utterance_wer(prompt.text, lines[0].text).wer <= 0.2, lines
+        counts.append(session.speculative_decodes)
+    assert counts == [2, 1], counts
+
+
+@pytest.mark.slow
 def test_mid_sentence_pause_stays_one_line(engine: Engine, smart: TurnOptions) -> None:
     """An Asterisk prompt with 400 ms of silence inserted between two words: Smart Turn hears an unfinished
     sentence at the pause, so the line stays open and the sentence ends as one line."""

@@ -13,8 +13,11 @@ word, which the audio edge may cut. A re-decode of truncated audio often invents
 the next 300 ms confirm, so agreement must span audio time, not just two consecutive decodes. When the
 VAD's hangover ends the speech, or a line longer than `max_line_seconds` reaches a pause, the line's
 audio is decoded once more into the final text. Once a pause begins no partial starts; the final decode
-is started speculatively as soon as `final_pad_ms` of silence follows the last voiced frame, so the end
-decision finds it done.
+is started speculatively during the pause, so the end decision finds it done: with the hangover alone, once
+the pause is long enough that the decode (twice the session's last measured decode rate for the line's
+length, plus 100 ms) still ends before the hangover, and at `final_pad_ms` until a rate was measured. The
+many shorter pauses inside sentences then cost no decode (with eight streams on two cores those wasted
+full-line decodes were most of the work).
 
 End of turn (`SessionOptions.turn`, see `edgeasr.stream.turn`): with "smart", once a pause reaches
 `turn.pause_ms` the open line is scored by Smart Turn on a worker thread while the speculative final
@@ -176,6 +179,10 @@ class StreamingSession:
         pause = self.options.turn.pause_ms if self.turn_model is not None else self.options.final_pad_ms
         self._speculate_after = min(pause, self.options.final_pad_ms) * SAMPLE_RATE // 1000
         self.turn_scores = 0
+        self.speculative_decodes = 0
+        self.decode_rate: float | None = None
+        """Seconds of final decode per second of audio, from the latest final or speculative decode (None
+        before the first): how early the hangover's speculative final must start."""
 
     @property
     def audio_seconds(self) -> float:
@@ -272,11 +279,12 @@ class StreamingSession:
         """Decode the final ahead of the end decision and, with "smart", score the line beside that decode."""
         vad, pad = self.vad, self.options.final_pad_ms * SAMPLE_RATE // 1000
         score = self._submit_score(line, pause)
-        if pause >= self._speculate_after:
+        if pause >= self._speculation_pause(line):
             end = vad.last_voiced_end + pad
             if line.speculative is None or line.speculative[0] != end:
                 transcript, seconds = self._decode_final(line.start, end)
                 line.speculative = (end, transcript, seconds)
+                self.speculative_decodes += 1
         if score is not None:
             line.turn_probability = score.result()
             self.turn_scores += 1
@@ -295,6 +303,13 @@ class StreamingSession:
         if turn.text_gate and self._speculative_now(line) is not None and not self._closes(line):
             return None  # the words already say the sentence goes on: no need to ask the model
         return self.turn_model.submit(self._audio(line.start, vad.position))
+
+    def _speculation_pause(self, line: _Line) -> int:
+        """Pause (samples) after which the final is decoded ahead of the end decision (see the module doc)."""
+        if self.turn_model is not None or self.decode_rate is None:
+            return self._speculate_after
+        lead = 2 * self.decode_rate * (self.vad.position - line.start) / SAMPLE_RATE + 0.1
+        return max(self._speculate_after, int((self.options.vad.hangover_ms / 1000 - lead) * SAMPLE_RATE))
 
     def _speculative_now(self, line: _Line):
         """The speculative final of the current pause, if it has been decoded."""
@@ -370,7 +385,9 @@ class StreamingSession:
         # A final decided before `final_pad_ms` of pause was heard ends in digital silence instead.
         audio = np.pad(audio, (0, max(0, end - start - audio.size)))
         transcript = self.engine.transcribe(audio)
-        return transcript, time.perf_counter() - begin
+        seconds = time.perf_counter() - begin
+        self.decode_rate = seconds * SAMPLE_RATE / max(audio.size, SAMPLE_RATE // 2)
+        return transcript, seconds
 
     def _complete(self, speech_end: int, decided_at: int, voiced: int, ended_by: str) -> list[Event]:
         line, self._line = self._line, None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 
-
 from edgeasr.audio import prepare_audio
 from edgeasr.backends.compare import output_errors
 from edgeasr.backends.hf import HFBackend

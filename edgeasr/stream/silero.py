@@ -43,9 +43,8 @@ def _load():
     try:
         import onnxruntime as ort
 
-        from edgeasr.zoo.turn_assets import SILERO_VAD, fetch_asset
-
         from edgeasr.runtime.sessions import cpu_session_options
+        from edgeasr.zoo.turn_assets import SILERO_VAD, fetch_asset
 
         return ort.InferenceSession(str(fetch_asset(SILERO_VAD)), cpu_session_options(1),
                                     providers=["CPUExecutionProvider"])

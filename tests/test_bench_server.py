@@ -1,10 +1,11 @@
-"""`edgeasr bench server`'s arithmetic: RSS growth from minute medians, client config fields, the goal verdict."""
+"""`edgeasr bench server`'s arithmetic: RSS growth from minute medians, client config fields, start phases, the goal
+verdict."""
 
 from __future__ import annotations
 
 import pytest
 
-from edgeasr.bench.server import ServerBenchOptions, _client_config, goal, rss_growth_pct
+from edgeasr.bench.server import ServerBenchOptions, _client_config, goal, rss_growth_pct, start_offsets
 
 
 def test_rss_growth_ignores_the_swing_of_line_decodes_but_sees_a_leak():
@@ -19,6 +20,13 @@ def test_client_config_fields_are_json_or_strings():
         "end_of_turn": "smart", "partials": False, "max_queue_seconds": 1.5}
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         _client_config(("end_of_turn",))
+
+
+def test_spread_clients_start_at_distinct_points_of_the_speech_aligned_ones_together():
+    assert start_offsets(4, 1000, "spread") == [0, 250, 500, 750]
+    assert start_offsets(3, 1000, "aligned") == [0, 0, 0]
+    with pytest.raises(SystemExit, match="phases"):
+        start_offsets(2, 1000, "random")
 
 
 def test_the_goal_needs_enough_clients_and_a_clean_soak():

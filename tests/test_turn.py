@@ -152,3 +152,15 @@ def test_text_gate_reads_sentence_punctuation() -> None:
     assert not closes_sentence("Please enter a new extension,")
     assert not closes_sentence("the leader has left")
     assert not closes_sentence("")
+
+
+def test_turn_score_rules_count_an_early_end_only_with_the_text_gate():
+    from edgeasr.bench.turn_scores import Cut, tally
+
+    cuts = [Cut("end", [0.96] * 5, True, "Done."), Cut("end", [0.96] * 5, False, "and then"),
+            Cut("mid", [0.5, 0.5, 0.97, 0.97, 0.97], True, "A sentence."), Cut("end", [0.5] * 5, True, "Late.")]
+    rows = {r["rule"]: r for r in tally(cuts)}
+    assert (rows["score at 30 ms ≥ 0.95"]["early_ends"], rows["score at 30 ms ≥ 0.95"]["mid_cuts"]) == (1, 0)
+    assert rows["score at 150 ms ≥ 0.95"]["mid_cuts"] == 1
+    assert rows["min of 30 and 150 ms ≥ 0.95"]["mid_cuts"] == 0
+    assert rows["score at 30 ms ≥ 0.95"]["ends"] == 3 and rows["score at 30 ms ≥ 0.95"]["mids"] == 1

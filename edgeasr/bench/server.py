@@ -3,7 +3,10 @@
 A server subprocess (loopback only, optionally pinned to a few cores with `taskset`) serves one model,
 on the engine `edgeasr.resolver` picks (the packed bundle by default: quantized and exported here first,
 so no timing includes it; `--engine torch` for the fake-quant model); N clients in this process replay
-real speech at real-time speed, with staggered starts. A step passes when no client lost audio and the
+real speech at real-time speed, with staggered starts, each from its own point of the looped speech
+(`phases="spread"`: independent users, whose sentences do not end together; "aligned" replays the same
+audio from the start on every client, so all of them end their lines within the 2 s stagger: a burst, not
+a steady load). A step passes when no client lost audio and the
 95th percentile of end-of-speech → final latency is under the budget; N grows until a step fails.
 Latency is measured on the client: from sending the frame that holds the end of speech to receiving the
 final. A soak then runs the largest passing N (or a given N)
@@ -36,6 +39,8 @@ from edgeasr.bench.cell import scrub  # result files are shared: no machine path
 
 log = logging.getLogger(__name__)
 
+PHASES = ("spread", "aligned")
+
 
 @dataclass
 class ServerBenchOptions:
@@ -59,6 +64,9 @@ class ServerBenchOptions:
     """p95 end-of-speech → final must stay below this."""
     partials: bool = True
     """Clients ask for partials (live captions), which costs decodes."""
+    phases: str = "spread"
+    """Where each client starts in the looped speech: "spread" (client i at i/N of it: independent users) or
+    "aligned" (all at its start, 2 s apart: every client ends each line in the same 2 s, a burst)."""
     client_config: tuple[str, ...] = ()
     """Extra KEY=VALUE fields (JSON values) of every client's config message, e.g. end_of_turn="smart"."""
     soak_minutes: float = 10.0
@@ -180,9 +188,10 @@ class ClientResult:
     error: str | None = None
 
 
-async def _client(url: str, token: str, audio: np.ndarray, seconds: float, delay: float, partials: bool,
-                  extra: dict, chunk_ms: int = 100) -> ClientResult:
-    """Replay `seconds` of looped audio at real-time speed; time each final from the frame holding speech end."""
+async def _client(url: str, token: str, audio: np.ndarray, seconds: float, delay: float, offset: int,
+                  partials: bool, extra: dict, chunk_ms: int = 100) -> ClientResult:
+    """Replay `seconds` of looped audio from sample `offset` at real-time speed; time each final from the
+    frame holding speech end."""
     from websockets.asyncio.client import connect
 
     from edgeasr.stream.session import SessionOptions
@@ -200,7 +209,7 @@ async def _client(url: str, token: str, audio: np.ndarray, seconds: float, delay
             start = time.perf_counter()
             for pos in range(0, total, step):
                 await asyncio.sleep(max(0.0, start + pos / SAMPLE_RATE - time.perf_counter()))
-                idx = np.arange(pos, min(pos + step, total)) % audio.size
+                idx = (offset + np.arange(pos, min(pos + step, total))) % audio.size
                 await ws.send((np.clip(audio[idx], -1, 1) * 32767).astype("<i2").tobytes())
                 sent_at.append((min(pos + step, total), time.perf_counter()))
             await ws.send(json.dumps({"type": "end"}))
@@ -234,8 +243,16 @@ async def _run_clients(url: str, token: str, audio: np.ndarray, n: int, seconds:
                        options: "ServerBenchOptions") -> list[ClientResult]:
     # Staggered starts over 2 s: real users do not all stop talking in the same 30 ms frame.
     extra = _client_config(options.client_config)
-    tasks = [_client(url, token, audio, seconds, 2.0 * i / n, options.partials, extra) for i in range(n)]
+    offsets = start_offsets(n, audio.size, options.phases)
+    tasks = [_client(url, token, audio, seconds, 2.0 * i / n, offsets[i], options.partials, extra) for i in range(n)]
     return list(await asyncio.gather(*tasks))
+
+
+def start_offsets(n: int, size: int, phases: str) -> list[int]:
+    """Sample at which each of `n` clients starts in looped speech of `size` samples (see `ServerBenchOptions.phases`)."""
+    if phases not in PHASES:
+        raise SystemExit(f"phases must be one of {', '.join(PHASES)}; got {phases!r}")
+    return [size * i // n if phases == "spread" else 0 for i in range(n)]
 
 
 def _client_config(items: tuple[str, ...]) -> dict:
@@ -391,7 +408,9 @@ def write(report: dict, out: Path) -> None:
     lines = ["# Streaming server capacity", "",
              f"Server pinned to {opts['cores']} cores (`taskset`), engine `{opts['engine']}`, clients replaying real "
              f"speech at real-time speed on loopback, {opts['stream_seconds']} s per client per step, partials "
-             f"{'on' if opts['partials'] else 'off'}, session config: {config}. "
+             f"{'on' if opts['partials'] else 'off'}, session config: {config}, client phases "
+             f"`{opts.get('phases', 'aligned')}` (spread: each client from its own point of the speech; aligned: all "
+             "from its start, 2 s apart, so their lines end together). "
              f"Pass: no dropped audio and p95 end-of-speech → final < {opts['latency_budget_ms']:.0f} ms "
              "(measured on the client, from sending the frame holding the end of speech; 'session p95' is the "
              "server session's own clock).",
@@ -444,6 +463,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stream-seconds", type=float, default=d.stream_seconds, help="audio per client per step")
     p.add_argument("--latency-budget-ms", type=float, default=d.latency_budget_ms, help="p95 latency pass mark")
     p.add_argument("--no-partials", dest="partials", action="store_false", help="clients ask for finals only")
+    p.add_argument("--phases", choices=PHASES, default=d.phases,
+                   help="spread: each client starts at its own point of the looped speech (independent users); "
+                        "aligned: all at its start, 2 s apart (lines end in bursts) (default %(default)s)")
     p.add_argument("--client-config", action="append", default=[], metavar="KEY=VALUE",
                    help="extra field of every client's config message, JSON value (repeatable), e.g. "
                         "end_of_turn=smart")
@@ -460,7 +482,8 @@ def cli(args: argparse.Namespace) -> int:
     options = ServerBenchOptions(
         targets=tuple(args.targets or ServerBenchOptions.targets), engine=args.engine, clients=args.clients,
         cores=args.cores, workers=args.workers, threads=args.threads, stream_seconds=args.stream_seconds,
-        latency_budget_ms=args.latency_budget_ms, partials=args.partials, client_config=tuple(args.client_config),
+        latency_budget_ms=args.latency_budget_ms, partials=args.partials, phases=args.phases,
+        client_config=tuple(args.client_config),
         soak_minutes=args.soak_minutes, soak_target=args.soak_target, soak_clients=args.soak_clients,
         goal_clients=args.goal_clients, out=args.out, flood_seconds=args.flood_seconds)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

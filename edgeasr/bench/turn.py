@@ -46,6 +46,8 @@ class Sentence:
     """Where its audio (pause inserted, trailing silence of the clip included) ends."""
     pause: float
     """Seconds of silence inserted mid-sentence (0 = none)."""
+    pause_start: float = 0.0
+    """Where the inserted pause begins in the replay (seconds; meaningful when `pause` > 0)."""
 
 
 def _voiced(clip: np.ndarray, frame: int = 480) -> np.ndarray:
@@ -110,7 +112,7 @@ def build_replay(count: int = 24, gap: float = 1.5, seed: int = 0, skip: int = 0
         voiced = np.flatnonzero(_voiced(clip))
         voiced_end = (voiced[-1] + 1) * 480 if voiced.size else clip.size
         sentences.append(Sentence(text, at / SAMPLE_RATE, (at + voiced_end) / SAMPLE_RATE,
-                                  (at + clip.size) / SAMPLE_RATE, pause))
+                                  (at + clip.size) / SAMPLE_RATE, pause, (at + (split or 0)) / SAMPLE_RATE))
         parts += [clip, np.zeros(int(gap * SAMPLE_RATE), np.float32)]
         at += clip.size + int(gap * SAMPLE_RATE)
     return np.concatenate(parts), sentences

@@ -56,6 +56,10 @@ def evaluate(engine, dataset: str | Path, limit: int | None = None, rows_path: P
                "audio_seconds": round(t.audio_seconds, 3), "seconds": round(t.seconds, 4)}
         if t.cost is not None:
             row.update({"memory_io_bytes": t.cost.memory_io_bytes, "bops": t.cost.bops})
+        if t.segments and t.segments[-1].dropped:
+            # The clip's last stretch decoded to something the guard threw away (a loop, a hallucination):
+            # its missing words are not an early end of text.
+            row["last_segment_dropped"] = t.segments[-1].dropped
         rows.append(row)
     wer = corpus_wer([r["reference"] for r in rows], [r["hypothesis"] for r in rows])
     for row in rows:

@@ -34,6 +34,8 @@ def test_trailing_and_skipped_words() -> None:
     assert out["early_end_words"] == 6 and out["early_end_clips"] == 1 and out["skipped_words"] == 6
     assert out["by_length"]["10-17s"] == {"utterances": 1, "words": 8, "deletions": 6, "errors": 6}
     assert out["by_length"]["0-5s"]["errors"] == 0
+    looped = breakdown([{**rows[0], "hypothesis_norm": "", "last_segment_dropped": "repetition (compression ratio 6.30)"}])
+    assert (looped["loop_words"], looped["loop_clips"], looped["early_end_words"]) == (8, 1, 0)
 
 
 @pytest.mark.slow

@@ -4,7 +4,9 @@ A quantized decoder that emits end-of-text too soon shows up as a run of deletio
 reference (the hypothesis stops, the speech goes on). `trailing_deletions` counts that run per clip
 from the word alignment of the normalised texts. A decoder that jumps over a sentence after a pause
 loses a run of words inside the clip: `skipped_words` counts every run of at least
-`EARLY_END_MIN_WORDS` deleted words, trailing or not.
+`EARLY_END_MIN_WORDS` deleted words, trailing or not. A clip whose last segment the engine's guard
+dropped (a repetition loop such as "♪ ♪ ♪…" from the first token) also ends in deletions, but the decoder
+never stopped: those words count as `loop_words`, not as an early end.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def breakdown(rows: list[dict]) -> dict:
     """Per-length reference words / deletions / errors and early-end counts over evaluation rows
     (`reference_norm`, `hypothesis_norm`, `audio_seconds` as `evaluate` writes them)."""
     buckets = {bucket_label(*b): {"utterances": 0, "words": 0, "deletions": 0, "errors": 0} for b in LENGTH_BUCKETS}
-    early_words = early_clips = skipped = 0
+    early_words = early_clips = skipped = loop_words = loop_clips = 0
     for row in rows:
         ref, hyp = row["reference_norm"], row["hypothesis_norm"]
         if not ref.split():
@@ -64,8 +66,14 @@ def breakdown(rows: list[dict]) -> dict:
         cell["errors"] += errors
         skipped += skipped_words(ref, hyp)
         trail = trailing_deletions(ref, hyp)
-        if trail >= EARLY_END_MIN_WORDS:
+        if trail < EARLY_END_MIN_WORDS:
+            continue
+        if row.get("last_segment_dropped"):
+            loop_words += trail
+            loop_clips += 1
+        else:
             early_words += trail
             early_clips += 1
     return {"by_length": {k: v for k, v in buckets.items() if v["utterances"]},
-            "early_end_words": early_words, "early_end_clips": early_clips, "skipped_words": skipped}
+            "early_end_words": early_words, "early_end_clips": early_clips, "skipped_words": skipped,
+            "loop_words": loop_words, "loop_clips": loop_clips}

@@ -52,7 +52,7 @@ def early_end_table(rows: list[dict], dataset: str = "longform-en") -> str:
     if not picked:
         return ""
     head = ["model", "method", "bits", "calibration", "WER %", "deletions"] + [f"del {b}" for b in buckets]
-    head += ["early-end words (clips)", "words in skipped runs"]
+    head += ["early-end words (clips)", "words lost to a dropped loop (clips)", "words in skipped runs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in picked:
         by_length = r.get("by_length", {})
@@ -60,6 +60,7 @@ def early_end_table(rows: list[dict], dataset: str = "longform-en") -> str:
         lines.append("| " + " | ".join([r["model"], r["method"], r["bits"], calibration_label(r), f"{r['wer']:.2f}",
                                         str(r["deletions"])] + cells
                                        + [f"{r.get('early_end_words', '?')} ({r.get('early_end_clips', '?')})",
+                                          f"{r.get('loop_words', '?')} ({r.get('loop_clips', '?')})",
                                           str(r.get("skipped_words", "?"))]) + " |")
     return "\n".join(lines)
 

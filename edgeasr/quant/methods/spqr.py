@@ -4,9 +4,11 @@ Three ideas on top of the GPTQ loop (`_hessian.py`):
   * small groups (the paper's β1 = 16 input columns: run with `--group-size 16`; the recipe's group size
     is always the one used, so a g64 recipe is SpQR at g64 and its label says so);
   * the groups' scales are themselves quantized (3-bit, min/max over β2 = 16 output rows, with one fp16
-    min and step per second-level group), which keeps small groups cheap; scales are rounded up on their
-    grid (a slightly coarser group grid instead of clipping its largest weights, which at W8 cost beckett
-    a comma) and the zero point is refitted to the rounded scale. Zero points are quantized the same way
+    min and step per second-level group), which keeps small groups cheap; scales are rounded to the
+    nearest point of that grid, as the reference implementation does (`round_scales_up` rounds them up
+    instead: never clipping a group's largest weights, at the price of a grid up to one 3-bit step coarser,
+    which on held-out speech cost whisper-tiny.en W4 g64 0.8 points, docs/study-heldout.md), and the zero
+    point is refitted to the rounded scale. Zero points are quantized the same way
     only where that is cheaper than storing them at the grid width (3 + 32/16 = 5 bits per group, so at
     W6 and up; at W4 a 4-bit zero point is both cheaper and exact);
   * a sparse set of FP outlier weights: a weight stays in FP when its GPTQ error
@@ -46,6 +48,8 @@ class SpQROptions(GPTQOptions):
     """τ: a weight is an FP outlier when its GPTQ error exceeds τ × the layer's mean var(w)/U_jj²."""
     max_outlier_fraction: float = 0.01
     """Cap on the FP outliers per column, as a fraction of the output rows (the largest errors win)."""
+    round_scales_up: bool = False
+    """Round quantized group scales up on their grid (no clipping, coarser grids) instead of to nearest."""
 
 
 def _fp16_toward(x: torch.Tensor, up: bool) -> torch.Tensor:
@@ -139,8 +143,7 @@ class SpQRHooks(GPTQHooks):
         bits, rows = self.options.stat_bits, self.options.stat_group
         if bits >= 16:
             return scale, zero
-        # scales rounded up on their 3-bit grid: the group's grid may get coarser but never clips its range
-        scale_codes, scale_stats = quantize_stat(scale, bits, rows, up=True)
+        scale_codes, scale_stats = quantize_stat(scale, bits, rows, up=self.options.round_scales_up)
         scale = _stat_values(scale_codes, scale_stats, rows)
         zero_codes = zero_stats = None
         if not self.spec.symmetric:

@@ -50,7 +50,8 @@ class Sentence:
     """Where the inserted pause begins in the replay (seconds; meaningful when `pause` > 0)."""
 
 
-def _voiced(clip: np.ndarray, frame: int = 480) -> np.ndarray:
+def voiced_frames(clip: np.ndarray, frame: int = 480) -> np.ndarray:
+    """webrtcvad's speech flag (aggressiveness 2) for each 30 ms frame of a 16 kHz clip."""
     import webrtcvad
 
     vad = webrtcvad.Vad(2)
@@ -61,7 +62,7 @@ def _voiced(clip: np.ndarray, frame: int = 480) -> np.ndarray:
 def _gap_split(clip: np.ndarray, frame: int = 480) -> int:
     """Where to insert a mid-sentence pause: the middle of the longest unvoiced run between 30 % and 70 % of
     the clip's voiced span, else (no unvoiced frame there) its quietest 10 ms, usually a word boundary."""
-    voiced = _voiced(clip, frame)
+    voiced = voiced_frames(clip, frame)
     idx = np.flatnonzero(voiced)
     first, last = (idx[0], idx[-1]) if idx.size else (0, voiced.size - 1)
     lo, hi = first + int(0.3 * (last - first)), first + int(0.7 * (last - first))
@@ -109,7 +110,7 @@ def build_replay(count: int = 24, gap: float = 1.5, seed: int = 0, skip: int = 0
         pause = round(float(rng.uniform(0.3, 0.5)), 3) if split is not None else 0.0
         if split is not None:
             clip = np.concatenate([clip[:split], np.zeros(int(pause * SAMPLE_RATE), np.float32), clip[split:]])
-        voiced = np.flatnonzero(_voiced(clip))
+        voiced = np.flatnonzero(voiced_frames(clip))
         voiced_end = (voiced[-1] + 1) * 480 if voiced.size else clip.size
         sentences.append(Sentence(text, at / SAMPLE_RATE, (at + voiced_end) / SAMPLE_RATE,
                                   (at + clip.size) / SAMPLE_RATE, pause, (at + (split or 0)) / SAMPLE_RATE))

@@ -44,9 +44,9 @@ class Cut:
 
 
 def _last_voiced_end(clip: np.ndarray, before: int) -> int:
-    from edgeasr.bench.turn import _voiced
+    from edgeasr.bench.turn import voiced_frames
 
-    voiced = np.flatnonzero(_voiced(clip[:before]))
+    voiced = np.flatnonzero(voiced_frames(clip[:before]))
     return int((voiced[-1] + 1) * 480) if voiced.size else before
 
 

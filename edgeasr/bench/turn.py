@@ -59,6 +59,13 @@ def voiced_frames(clip: np.ndarray, frame: int = 480) -> np.ndarray:
     return np.array([vad.is_speech(pcm[i:i + frame].tobytes(), 16000) for i in range(0, pcm.size - frame + 1, frame)])
 
 
+def last_voiced_end(clip: np.ndarray, before: int | None = None) -> int:
+    """End (samples) of the last voiced 30 ms frame in `clip[:before]`; `before` (the whole clip) if none is voiced."""
+    before = clip.size if before is None else before
+    voiced = np.flatnonzero(voiced_frames(clip[:before]))
+    return int((voiced[-1] + 1) * 480) if voiced.size else before
+
+
 def _gap_split(clip: np.ndarray, frame: int = 480) -> int:
     """Where to insert a mid-sentence pause: the middle of the longest unvoiced run between 30 % and 70 % of
     the clip's voiced span, else (no unvoiced frame there) its quietest 10 ms, usually a word boundary."""
@@ -110,8 +117,7 @@ def build_replay(count: int = 24, gap: float = 1.5, seed: int = 0, skip: int = 0
         pause = round(float(rng.uniform(0.3, 0.5)), 3) if split is not None else 0.0
         if split is not None:
             clip = np.concatenate([clip[:split], np.zeros(int(pause * SAMPLE_RATE), np.float32), clip[split:]])
-        voiced = np.flatnonzero(voiced_frames(clip))
-        voiced_end = (voiced[-1] + 1) * 480 if voiced.size else clip.size
+        voiced_end = last_voiced_end(clip)
         sentences.append(Sentence(text, at / SAMPLE_RATE, (at + voiced_end) / SAMPLE_RATE,
                                   (at + clip.size) / SAMPLE_RATE, pause, (at + (split or 0)) / SAMPLE_RATE))
         parts += [clip, np.zeros(int(gap * SAMPLE_RATE), np.float32)]

@@ -43,17 +43,10 @@ class Cut:
     text: str
 
 
-def _last_voiced_end(clip: np.ndarray, before: int) -> int:
-    from edgeasr.bench.turn import voiced_frames
-
-    voiced = np.flatnonzero(voiced_frames(clip[:before]))
-    return int((voiced[-1] + 1) * 480) if voiced.size else before
-
-
 def collect(model: str, skip: int, count: int) -> list[Cut]:
     from tqdm import tqdm
 
-    from edgeasr.bench.turn import build_replay
+    from edgeasr.bench.turn import build_replay, last_voiced_end
     from edgeasr.resolver import parse_target, resolve
     from edgeasr.stream.turn import TurnOptions, closes_sentence, load_turn_model
     from edgeasr.stream.session import SessionOptions
@@ -67,9 +60,9 @@ def collect(model: str, skip: int, count: int) -> list[Cut]:
     cuts = []
     for s in tqdm(sentences, desc="sentences", unit="sentence"):
         clip = audio[int(s.start * SAMPLE_RATE):int(s.end * SAMPLE_RATE)]
-        points = [("end", _last_voiced_end(clip, clip.size))]
+        points = [("end", last_voiced_end(clip))]
         if s.pause > 0:
-            points.append(("mid", _last_voiced_end(clip, int((s.pause_start - s.start) * SAMPLE_RATE) + 1)))
+            points.append(("mid", last_voiced_end(clip, int((s.pause_start - s.start) * SAMPLE_RATE) + 1)))
         for kind, end in points:
             scores = [turn.score(np.concatenate([clip[:end], np.zeros(ms * SAMPLE_RATE // 1000, np.float32)]))
                       for ms in PAUSES_MS]

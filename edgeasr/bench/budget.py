@@ -205,8 +205,9 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.report_only:
-        run(SweepOptions(args.model, tuple(args.methods), args.points, tuple(args.avg_bits), tuple(args.datasets),
-                         args.estimator, tuple(args.uniform)), args.out)
+        run(SweepOptions(model=args.model, methods=tuple(args.methods), points=args.points,
+                         avg_bits=tuple(args.avg_bits), datasets=tuple(args.datasets), estimator=args.estimator,
+                         uniform=tuple(args.uniform)), args.out)
     rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
     write_report(rows, args.out.parent, args.out.stem)
 

@@ -41,6 +41,12 @@ class PersonalOptions:
     """Zoo models."""
     bits: tuple[int, ...] = (4, 3)
     """Uniform weight bits (W3 is stored in 4-bit containers: it is the calibration-sensitive setting)."""
+    avg_bits: tuple[float, ...] = ()
+    """Mixed-precision settings: effective bits per weight, the bits of each layer chosen (`quantize --avg-bits`)
+    from the sensitivity on the arm's own calibration audio, so `own` tunes both the bits and the method to the
+    voice, at the same budget as `generic`."""
+    estimator: str = "myqasr"
+    """Sensitivity estimator of the mixed settings (`quant.sensitivity.ESTIMATORS`)."""
     method: str = "gptq"
     """Base method; GPTQ's Hessian is built from the calibration audio, so calibration can show."""
     voices: tuple[str, ...] = ()
@@ -118,6 +124,32 @@ def _eval_manifest(options: PersonalOptions, voice: str | None) -> str:
     return str(path)
 
 
+def settings(options: PersonalOptions) -> list[str]:
+    """`w4`, `w3`, `avg3.5`, ...: the uniform and mixed settings, in the order they run."""
+    return [f"w{b}" for b in options.bits] + [f"avg{b:g}" for b in options.avg_bits]
+
+
+def setting_of(row: dict) -> str:
+    return row.get("setting") or f"w{row['w_bits']}"  # rows from before mixed settings existed
+
+
+def setting_title(setting: str) -> str:
+    return f"W{setting[1:]}A16" if setting.startswith("w") else f"mixed {setting[3:]} effective bits"
+
+
+def _recipe(options: PersonalOptions, model: str, setting: str, calibration):
+    """The arm's recipe; a mixed setting plans its bits on the arm's calibration audio (labels dropped)."""
+    from edgeasr.quant.mixed import BudgetOptions, plan
+    from edgeasr.quant.recipe import Recipe
+
+    if setting.startswith("w"):
+        return Recipe(model, options.method, int(setting[1:]), calibration=calibration)
+    recipe, allocation, _, _ = plan(Recipe(model, options.method, 4, calibration=calibration),
+                                    BudgetOptions(avg_bits=float(setting[3:]), estimator=options.estimator))
+    log.info("%s %s: %s layers per width", model, setting, allocation.histogram)
+    return recipe
+
+
 def run(options: PersonalOptions, out: Path) -> list[dict]:
     """Quantize every arm (cached checkpoints are reused), evaluate, append one row per (arm, voice) to `out`."""
     import torch
@@ -126,7 +158,6 @@ def run(options: PersonalOptions, out: Path) -> list[dict]:
     from edgeasr.bench.grid import Cell
     from edgeasr.data.tts import VOICES
     from edgeasr.evaluate import evaluate
-    from edgeasr.quant.recipe import Recipe
 
     torch.set_num_threads(options.threads)
     voices = list(options.voices or [v.name for v in VOICES])
@@ -135,20 +166,22 @@ def run(options: PersonalOptions, out: Path) -> list[dict]:
     rows = []
     out.parent.mkdir(parents=True, exist_ok=True)
     for model in options.models:
-        for bits in options.bits:
+        for setting in settings(options):
             for arm, calibration in calibrations.items():
                 own = arm.partition(":")[2] or None
                 evaluated = [own] if own else voices
-                keys = {v: f"{model}/{options.method}/w{bits}/{arm}/{v}" for v in evaluated}
+                keys = {v: f"{model}/{options.method}/{setting}/{arm}/{v}" for v in evaluated}
                 if all(k in done for k in keys.values()):
                     continue
-                recipe = Recipe(model, options.method, bits, calibration=calibration)
+                recipe = _recipe(options, model, setting, calibration)
                 load = os.getloadavg()
                 engine, stats = load_engine(Cell(recipe, options.eval_set, 0, False))
                 report = evaluate(engine, _eval_manifest(options, own), progress=False)
                 for voice, result in _voice_rows(report.rows, evaluated).items():
-                    row = {"key": keys[voice], "model": model, "method": options.method, "w_bits": bits,
-                           "arm": arm.partition(":")[0], "voice": voice, **result,
+                    bits = list(recipe.layer_bits.values())
+                    row = {"key": keys[voice], "model": model, "method": options.method, "w_bits": recipe.w_bits,
+                           "setting": setting, "layer_bits_histogram": {str(b): bits.count(b) for b in sorted(set(bits))},
+                           "layer_bits": recipe.layer_bits, "arm": arm.partition(":")[0], "voice": voice, **result,
                            "calibration": json.loads(scrub(json.dumps(dataclasses.asdict(calibration)))),
                            "calibration_sequences": stats.get("calibration_clips"),
                            "quantize_seconds": stats.get("quantize_seconds"),
@@ -157,7 +190,7 @@ def run(options: PersonalOptions, out: Path) -> list[dict]:
                     rows.append(row)
                     with out.open("a") as handle:
                         handle.write(json.dumps(row) + "\n")
-                log.info("%s w%d %s: %s", model, bits, arm,
+                log.info("%s %s %s: %s", model, setting, arm,
                          ", ".join(f"{v} {r['wer']:.2f}" for v, r in _voice_rows(report.rows, evaluated).items()))
     return rows
 
@@ -191,14 +224,14 @@ def markdown(rows: list[dict], command: str) -> str:
              "(generic: 8 calib-mix items, labelled; tts-mix and own: 10 sequences of 4 `tts-en-calib` "
              "sentences, unlabelled). Torch fake-quant model. Own − generic < 0: own-voice calibration helped. "
              "Wins / losses: sentences (of 40) where own made fewer / more word errors than the other calibration.", ""]
-    by = {(r["model"], r["w_bits"], r["arm"], r["voice"]): r for r in rows}
-    for model, bits in dict.fromkeys((r["model"], r["w_bits"]) for r in rows):
+    by = {(r["model"], setting_of(r), r["arm"], r["voice"]): r for r in rows}
+    for model, bits in dict.fromkeys((r["model"], setting_of(r)) for r in rows):
         voices = [v for v in order if (model, bits, "own", v) in by]
         if not voices:
             continue
         fp = fp_by_voice(model, "tts-en", voices) or {}
         method = next(r["method"] for r in rows if r["model"] == model)
-        lines += [f"### {model}, {method.upper()} W{bits}A16", "",
+        lines += [f"### {model}, {method.upper()} {setting_title(bits)}", "",
                   "| voice | words | FP | generic | tts-mix | own | own − generic | wins / losses vs generic | "
                   "own − tts-mix | wins / losses vs tts-mix |", "|---|---|---|---|---|---|---|---|---|---|"]
         sums = {arm: [0, 0] for arm in ARMS}
@@ -218,14 +251,17 @@ def markdown(rows: list[dict], command: str) -> str:
         gap = lambda arm: "" if total[arm] is None else f"{total['own'] - total[arm]:+.2f}"
         lines.append(f"| **all** | {sums['own'][1]} | | {pct(total['generic'])} | {pct(total['tts-mix'])} | "
                      f"{pct(total['own'])} | {gap('generic')} | | {gap('tts-mix')} | |")
-        loads = sorted({r["load_avg_at_start"][0] for r in rows if r["model"] == model and r["w_bits"] == bits})
+        loads = sorted({r["load_avg_at_start"][0] for r in rows if r["model"] == model and setting_of(r) == bits})
         lines += ["", f"Load average (1 min) when the runs started: {loads[0]:.1f}-{loads[-1]:.1f} on 2 cores.", ""]
     return "\n".join(lines) + "\n"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", nargs="+", default=list(PersonalOptions.models))
-    p.add_argument("--bits", nargs="+", type=int, default=list(PersonalOptions.bits))
+    p.add_argument("--bits", nargs="*", type=int, default=list(PersonalOptions.bits),
+                   help="uniform settings (none: only the --avg-bits ones)")
+    p.add_argument("--avg-bits", nargs="*", type=float, default=[],
+                   help="mixed settings: effective bits per weight, each layer's bits chosen on the arm's own audio")
     p.add_argument("--method", default=PersonalOptions.method)
     p.add_argument("--voices", nargs="*", default=[], help="TTS voices (default: all five)")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="calibrations compared")
@@ -237,9 +273,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def cli(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.report_only:
-        run(PersonalOptions(tuple(args.models), tuple(args.bits), args.method, tuple(args.voices), tuple(args.arms),
-                             threads=args.threads), args.out)
+        run(PersonalOptions(models=tuple(args.models), bits=tuple(args.bits), avg_bits=tuple(args.avg_bits),
+                            method=args.method, voices=tuple(args.voices), arms=tuple(args.arms),
+                            threads=args.threads), args.out)
     command = (f"edgeasr bench personal --models {' '.join(args.models)} --bits {' '.join(map(str, args.bits))} "
-               f"--arms {' '.join(args.arms)}")
+               + (f"--avg-bits {' '.join(f'{b:g}' for b in args.avg_bits)} " if args.avg_bits else "")
+               + f"--arms {' '.join(args.arms)}")
     (args.out.parent / "personal.md").write_text(markdown(read_rows(args.out), command))
     return 0

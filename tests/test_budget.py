@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
 from edgeasr.errors import QuantizationError
 from edgeasr.metrics.bits import bundle_layer_bytes
-from edgeasr.quant.budget import LayerChoice, allocate, bit_costs, byte_costs, layout_of
+from edgeasr.quant.budget import LayerChoice, allocate, bit_costs, byte_costs, layout_of, upgrade_order
 from edgeasr.quant.recipe import Recipe
 
 from audio_support import write_pcm16
@@ -72,6 +73,59 @@ def test_sensitive_layer_gets_bits_first():
     touchy = LayerChoice("touchy", costs, {2: 100.0, 4: 1.0, 8: 0.1})
     alloc = allocate([calm, touchy], costs[2] + costs[4])
     assert alloc.bits == {"calm": 2, "touchy": 4}
+
+
+def ranked(choices: list[LayerChoice], seed: int) -> list[LayerChoice]:
+    """The same layers with a measured order (`joint`): a random interleaving, each layer's 2→4 before its 4→8."""
+    rng = random.Random(seed)
+    pending = [c.path for c in choices] * 2
+    rng.shuffle(pending)
+    ranks: dict[str, dict[int, int]] = {}
+    for rank, path in enumerate(pending):
+        ranks.setdefault(path, {})[4 if 4 not in ranks.get(path, {}) else 8] = rank
+    return [replace(c, rank_at=ranks[c.path]) for c in choices]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_measured_order_is_taken_as_given_never_over_and_monotone(seed):
+    choices = ranked(layers(seed), seed)
+    order = upgrade_order(choices)
+    assert [(p, b) for p, b, _ in order] == sorted(((c.path, b) for c in choices for b in (4, 8)),
+                                                   key=lambda pb: next(c.rank_at[pb[1]] for c in choices
+                                                                       if c.path == pb[0]))
+    low, high = (sum(c.cost_at[b] for c in choices) for b in (2, 8))
+    previous = None
+    for budget in range(low, high + 1, (high - low) // 53):
+        alloc = allocate(choices, budget)
+        assert alloc.cost <= budget
+        if previous is not None:
+            assert all(alloc.bits[p] >= previous.bits[p] for p in alloc.bits), "more bytes gave a layer fewer bits"
+        previous = alloc
+
+
+def test_measured_order_with_an_upgrade_before_its_predecessor_is_an_error():
+    choices = layers(3)
+    bad = [replace(c, rank_at={4: 2 * i, 8: 2 * i + 1}) for i, c in enumerate(choices)]
+    bad[0] = replace(bad[0], rank_at={4: 10_000, 8: 0})
+    with pytest.raises(QuantizationError, match="width order"):
+        upgrade_order(bad)
+
+
+def test_layer_groups_are_sublayers_of_one_block():
+    from torch import nn
+
+    from edgeasr.quant.joint import layer_groups
+
+    paths = [("encoder", "model.encoder.layers.0.self_attn.q_proj"), ("encoder", "model.encoder.layers.0.self_attn.v_proj"),
+             ("encoder", "model.encoder.layers.0.fc1"), ("encoder", "model.encoder.layers.0.fc2"),
+             ("decoder", "model.decoder.layers.1.encoder_attn.k_proj"), ("decoder", "model.decoder.layers.1.mlp.fc1")]
+    groups = layer_groups((part, path, nn.Linear(4, 4)) for part, path in paths)
+    assert {g.name: [p for p, _ in g.linears] for g in groups} == {
+        "model.encoder.layers.0.self_attn": [paths[0][1], paths[1][1]],
+        "model.encoder.layers.0.mlp": [paths[2][1], paths[3][1]],  # Whisper's fc1/fc2 sit on the block itself
+        "model.decoder.layers.1.encoder_attn": [paths[4][1]],
+        "model.decoder.layers.1.mlp": [paths[5][1]]}
+    assert [g.part for g in groups] == ["encoder", "encoder", "decoder", "decoder"]
 
 
 def test_budget_below_lowest_widths_is_an_error():

@@ -59,3 +59,30 @@ def _check_kl(tmp_path) -> None:
     # (a zero matrix quantizes to itself, so that layer no longer changes anything)
     fresh = {s.path: s.error_at for s in score_layers(backend, recipe, "kl")}
     assert fresh["model.decoder.layers.0.mlp.fc1"] == {2: 0.0, 4: 0.0, 8: 0.0}
+
+
+@pytest.mark.slow
+def test_joint_order_is_measured_with_earlier_choices_applied():
+    """`joint` lowers one sublayer group at a time with every earlier choice applied: each layer's upgrades come
+    in width order, the KL it records grows as more is lowered, and the cache gives the same order back."""
+    from edgeasr.quant.budget import LayerChoice, allocate, byte_costs, upgrade_order
+
+    location, _ = resolve_model_dir(MODEL)
+    backend = HFBackend.from_pretrained(location, MODEL)
+    before = set(cache_dir("sensitivity").iterdir())
+    try:
+        scores = score_layers(backend, DECODER_ONLY, "joint", source_sha=weights_sha(location))
+        cached = score_layers(backend, DECODER_ONLY, "joint", source_sha=weights_sha(location))
+    finally:
+        for path in set(cache_dir("sensitivity").iterdir()) - before:
+            path.unlink()
+    assert [(s.path, s.rank_at) for s in cached] == [(s.path, s.rank_at) for s in scores]
+    assert sorted(r for s in scores for r in s.rank_at.values()) == list(range(2 * len(scores)))
+    for s in scores:  # the all-8 state is the least damaged one every path saw
+        assert s.error_at[2] > s.error_at[8] >= 0.0, s
+    choices = [LayerChoice(s.path, byte_costs(s.layout), s.error_at, s.rank_at) for s in scores]
+    order = upgrade_order(choices)
+    first = order[0][0]
+    # the first upgrade of the measured order is what the smallest budget above all-2 takes
+    low = sum(c.cost_at[2] for c in choices)
+    assert allocate(choices, low + order[0][2]).bits[first] == 4

@@ -27,7 +27,7 @@ PACKED_BITS = (2, 4, 8)
 """Widths MatMulNBits runs packed; 3, 5-7 would sit in the next container and cost its bytes."""
 MB = 10**6
 """A budget's megabyte, as the size readouts count it."""
-ESTIMATORS = ("myqasr", "kl", "hessian")
+ESTIMATORS = ("myqasr", "kl", "joint", "hessian")
 """Label-free sensitivity estimators (`quant.sensitivity`), the default first; named here, torch-free, for the CLI."""
 
 
@@ -41,6 +41,9 @@ class LayerChoice:
     """Cost at each candidate width (bundle bytes, or effective bits)."""
     error_at: Mapping[int, float]
     """Estimated damage at each candidate width (same keys as `cost_at`)."""
+    rank_at: Mapping[int, int] | None = None
+    """Position of the upgrade to each width above the lowest in an order measured as a whole (`joint`): when
+    every layer has one, the allocator takes upgrades in this order instead of by damage per cost."""
 
     @property
     def widths(self) -> list[int]:
@@ -80,10 +83,28 @@ def bit_costs(layout: GridLayout, widths: tuple[int, ...] = PACKED_BITS) -> dict
     return {b: layer_bits(replace(layout, bits=b)).total for b in widths}
 
 
+def ranked_order(layers: list[LayerChoice]) -> list[tuple[str, int, int]]:
+    """The upgrades (path, new width, added cost) in the order of their `rank_at`."""
+    upgrades = []
+    for layer in layers:
+        widths = layer.widths
+        if sorted(layer.rank_at) != widths[1:]:
+            raise QuantizationError(f"{layer.path}: ranks for widths {sorted(layer.rank_at)}, expected {widths[1:]}")
+        ranks = [layer.rank_at[b] for b in widths[1:]]
+        if ranks != sorted(ranks):
+            raise QuantizationError(f"{layer.path}: its upgrades must come in width order, got ranks {ranks}")
+        upgrades += [(layer.rank_at[new], layer.path, new, layer.cost_at[new] - layer.cost_at[old])
+                     for old, new in zip(widths, widths[1:])]
+    return [(path, new, added) for _, path, new, added in sorted(upgrades)]
+
+
 def upgrade_order(layers: list[LayerChoice]) -> list[tuple[str, int, int]]:
-    """Every upgrade (path, new width, added cost) in the order the allocator takes them: most damage
-    removed per unit of cost first; a layer's next upgrade enters the queue once the previous one is taken.
-    Ties go to the earlier layer, so the order is deterministic."""
+    """Every upgrade (path, new width, added cost) in the order the allocator takes them: the measured order
+    when every layer has ranks (`ranked_order`), otherwise most damage removed per unit of cost first; a layer's
+    next upgrade enters the queue once the previous one is taken. Ties go to the earlier layer, so the order is
+    deterministic."""
+    if all(layer.rank_at is not None for layer in layers):
+        return ranked_order(layers)
     position = {layer.path: i for i, layer in enumerate(layers)}
     by_path = {layer.path: layer for layer in layers}
     heap: list[tuple[float, int, str, int]] = []

@@ -67,11 +67,11 @@ def plan(recipe: Recipe, options: BudgetOptions,
         if budget <= 0:
             raise QuantizationError(f"{options.budget_mb} MB is below the bundle's fixed part ({fixed / MB:.2f} MB: "
                                     "head, front end, norms, tokenizer) before any linear is stored")
-        choices = [LayerChoice(s.path, byte_costs(s.layout), s.error_at) for s in scores]
+        choices = [LayerChoice(s.path, byte_costs(s.layout), s.error_at, s.rank_at) for s in scores]
     else:
         fixed = 0
         budget = int(options.avg_bits * sum(s.layout.weights for s in scores))
-        choices = [LayerChoice(s.path, bit_costs(s.layout), s.error_at) for s in scores]
+        choices = [LayerChoice(s.path, bit_costs(s.layout), s.error_at, s.rank_at) for s in scores]
     allocation = allocate(choices, budget)
     effective = (sum(layer_bits(dataclasses.replace(s.layout, bits=allocation.bits[s.path])).total for s in scores)
                  / sum(s.layout.weights for s in scores))

@@ -13,6 +13,9 @@ model's own greedy transcripts) and scores every linear of the recipe's parts at
   median · weights · 4^-b (rounding noise power falls 4× per added bit), so the greedy order is the median
   ranking. (myQASR takes the median over all activation values; the median over channels of the per-channel
   mean |x| is what the shared collector keeps without storing every activation.)
+* `joint` (`quant.joint`): not a per-layer score but an upgrade order, found by a greedy search that lowers
+  one sublayer group at a time and measures the same KL with every earlier choice applied, so the damage of
+  layers quantized together is measured, not summed.
 * `hessian` (HAWQ-style, diagonal): Σ_j E[x_j²] · Σ_i (Q_b(W) − W)_ij², the layer's rounding error weighted by
   the diagonal of its input second moment (the diagonal of GPTQ's Hessian).
 
@@ -53,8 +56,8 @@ log = logging.getLogger(__name__)
 SCORE_VERSION = 1
 """Bumped when an estimator's definition changes, so stale cached scores are not reused."""
 
-Scores = dict[str, tuple[dict[int, float], float]]
-"""Layer path → (damage at each width, the estimator's per-layer statistic)."""
+Scores = dict[str, tuple]
+"""Layer path → (damage at each width, the estimator's per-layer statistic[, rank of each upgrade: `joint`])."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class LayerScore:
     error_at: dict[int, float]
     statistic: float
     """The estimator's per-layer number (KL at the lowest width, median |x|, or Σ E[x²]), for reports."""
+    rank_at: dict[int, int] | None = None
+    """Position of the upgrade to each width in the allocator's order, when the estimator measured the order
+    itself (`joint`) instead of scoring layers one by one."""
 
 
 def weights_sha(location: str | Path) -> str | None:
@@ -113,39 +119,57 @@ def _walk_scores(backend, recipe: Recipe, clips: list[CalibrationClip], widths: 
     return scores
 
 
+class TeacherForcedKL:
+    """KL(P_FP || P_now) of the decoder's next-token distribution, averaged over the tokens of the clips,
+    teacher-forced on the FP model's greedy tokens. The FP references are taken when it is built, so build it
+    while the model is FP; afterwards it measures whatever the model's weights are when it is called."""
+
+    @torch.inference_mode()
+    def __init__(self, backend, clips: list[CalibrationClip], max_decoder_tokens: int) -> None:
+        self.backend = backend
+        self.first = len(backend.settings.prompt) - 1  # the position that predicts the first text token
+        self.references = []
+        for clip in clips:
+            encoded = backend.encode(clip.audio)
+            ids = torch.tensor([decoder_ids(backend, clip, encoded, max_decoder_tokens)])
+            self.references.append((clip, encoded, ids, self._log_probs(encoded, ids)))
+        self.tokens = sum(ref.shape[0] for *_, ref in self.references)
+
+    def _log_probs(self, encoded, ids: torch.Tensor) -> torch.Tensor:
+        logits = self.backend.model(encoder_outputs=encoded, decoder_input_ids=ids, use_cache=False).logits
+        return torch.log_softmax(logits[0, self.first:-1].float(), -1)
+
+    @torch.inference_mode()
+    def encode(self) -> list:
+        """The encoder outputs of the clips with the model's current weights."""
+        return [self.backend.encode(clip.audio) for clip, *_ in self.references]
+
+    @torch.inference_mode()
+    def __call__(self, encoded: list | None = None) -> float:
+        """Mean KL per token; `encoded` (from `encode`) replaces the FP encoder outputs (None: keep them, right
+        when only decoder weights differ from FP)."""
+        total = 0.0
+        for i, (_, fp_encoded, ids, ref) in enumerate(self.references):
+            logp = self._log_probs(fp_encoded if encoded is None else encoded[i], ids)
+            total += float((ref.exp() * (ref - logp)).sum())
+        return max(total / self.tokens, 0.0)  # float noise can dip a hair below zero
+
+
 @torch.inference_mode()
 def _kl_scores(backend, recipe: Recipe, clips: list[CalibrationClip], widths: tuple[int, ...]) -> Scores:
     """`kl`: quantize one linear at a time, teacher-force the FP tokens, average KL(FP || quantized) per token."""
-    model = backend.model
-    first = len(backend.settings.prompt) - 1  # the position that predicts the first text token
-    references = []
-    for clip in clips:
-        encoded = backend.encode(clip.audio)
-        ids = torch.tensor([decoder_ids(backend, clip, encoded, recipe.calibration.max_decoder_tokens)])
-        logits = model(encoder_outputs=encoded, decoder_input_ids=ids, use_cache=False).logits
-        references.append((clip, encoded, ids, torch.log_softmax(logits[0, first:-1].float(), -1)))
-    tokens = sum(ref.shape[0] for *_, ref in references)
-
-    def divergence(re_encode: bool) -> float:
-        total = 0.0
-        for clip, encoded, ids, ref in references:
-            enc = backend.encode(clip.audio) if re_encode else encoded  # decoder layers reuse the FP encoder
-            logits = model(encoder_outputs=enc, decoder_input_ids=ids, use_cache=False).logits
-            logp = torch.log_softmax(logits[0, first:-1].float(), -1)
-            total += float((ref.exp() * (ref - logp)).sum())
-        return total / tokens
-
+    kl = TeacherForcedKL(backend, clips, recipe.calibration.max_decoder_tokens)
     scores: Scores = {}
-    layers = list(_linears(model, recipe.parts))
+    layers = list(_linears(backend.model, recipe.parts))
     for part, path, linear in tqdm(layers, desc="sensitivity (kl)", unit="layer"):
         original = linear.weight.data.clone()
         errors = {}
         for b in widths:
             linear.weight.data.copy_(fake_quant_weight(original, recipe.w_spec.with_bits(b)))
-            errors[b] = max(divergence(part == "encoder"), 0.0)  # float noise can dip a hair below zero
+            errors[b] = kl(kl.encode() if part == "encoder" else None)  # decoder layers reuse the FP encoder
         linear.weight.data.copy_(original)
         scores[path] = (errors, errors[min(widths)])
-    log.info("kl: %d linears × %d widths on %d clips, %d tokens", len(layers), len(widths), len(clips), tokens)
+    log.info("kl: %d linears × %d widths on %d clips, %d tokens", len(layers), len(widths), len(clips), kl.tokens)
     return scores
 
 
@@ -161,7 +185,8 @@ def _read_cache(path: Path) -> Scores | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
-    return {p: ({int(b): e for b, e in errors.items()}, statistic) for p, (errors, statistic) in data.items()}
+    return {p: tuple({int(b): v for b, v in per_width.items()} if isinstance(per_width, dict) else per_width
+                     for per_width in entry) for p, entry in data.items()}
 
 
 def _write_cache(path: Path, scores: Scores) -> None:
@@ -183,8 +208,14 @@ def score_layers(backend, recipe: Recipe, estimator: str = ESTIMATORS[0], widths
     else:
         # label-free even on a labelled set: transcripts are dropped, the decoder reads the FP model's own output
         clips = [dataclasses.replace(c, text=None) for c in load_calibration_clips(recipe.calibration)]
-        scores = (_kl_scores(backend, recipe, clips, widths) if estimator == "kl"
-                  else _walk_scores(backend, recipe, clips, widths, estimator))
+        if estimator == "kl":
+            scores = _kl_scores(backend, recipe, clips, widths)
+        elif estimator == "joint":
+            from edgeasr.quant.joint import joint_scores
+
+            scores = joint_scores(backend, recipe, clips, widths, _linears(backend.model, recipe.parts))
+        else:
+            scores = _walk_scores(backend, recipe, clips, widths, estimator)
         if cache:
             _write_cache(cache, scores)
     out = []
@@ -192,6 +223,6 @@ def score_layers(backend, recipe: Recipe, estimator: str = ESTIMATORS[0], widths
         w = linear.weight
         layout = layout_of(w.shape[0], w.shape[1], recipe.w_bits, recipe.group_size, recipe.symmetric,
                            linear.bias is not None)
-        errors, statistic = scores[path]
-        out.append(LayerScore(path, layout, errors, statistic))
+        errors, statistic, *ranks = scores[path]
+        out.append(LayerScore(path, layout, errors, statistic, ranks[0] if ranks else None))
     return out

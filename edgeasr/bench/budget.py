@@ -43,6 +43,9 @@ class SweepOptions:
     """Calibration sequences of the calibrated base methods (calib-mix)."""
     sensitivity_clips: int = 8
     """Calibration sequences the sensitivity is scored on (calib-mix, transcripts dropped)."""
+    group_size_at: tuple[tuple[int, int], ...] = ()
+    """(bits, group size) pairs: the group size of the layers at those bits (`Recipe.group_size_at`), e.g.
+    ((2, 32),) to give 2-bit layers smaller groups than the recipe's 64; applies to the uniform cells too."""
     uniform: tuple[int, ...] = (4, 2)
     """Uniform bundles of each method to run besides the mixed ones (W4 first, W2 after all the mixed ones)."""
     threads: int = 2
@@ -66,8 +69,9 @@ def _done(out: Path) -> set[tuple]:
 def effective_bits(recipe: Recipe, scores) -> float:
     """Effective bits per weight over the quantized linears (codes, scales, zero points: `metrics.bits`)."""
     from edgeasr.metrics.bits import layer_bits
+    from edgeasr.quant.budget import at_width
 
-    total = sum(layer_bits(dataclasses.replace(s.layout, bits=recipe.layer_bits.get(s.path, recipe.w_bits))).total
+    total = sum(layer_bits(at_width(s.layout, recipe.layer_bits.get(s.path, recipe.w_bits), recipe.group_size_at)).total
                 for s in scores)
     return round(total / sum(s.layout.weights for s in scores), 3)
 
@@ -78,9 +82,11 @@ def plan_cells(options: SweepOptions) -> list[tuple[Recipe, str, str | None, flo
     from edgeasr.quant.mixed import BudgetOptions, plan
 
     calibration = CalibrationOptions("calib-mix", n_clips=options.calib_clips)
-    scored = Recipe(options.model, "rtn", 4, calibration=sensitivity_calibration(options))
+    groups = dict(options.group_size_at)
+    grids = "".join(f" (W{b} g{g})" for b, g in sorted(groups.items()))  # in the kind: rows stay apart
+    scored = Recipe(options.model, "rtn", 4, calibration=sensitivity_calibration(options), group_size_at=groups)
     _, _, scores, fixed = plan(scored, BudgetOptions(budget_mb=1e6, estimator=options.estimator))
-    uniform = {b: fixed + sum(byte_costs(s.layout)[b] for s in scores) for b in (2, 4)}
+    uniform = {b: fixed + sum(byte_costs(s.layout, group_at=groups)[b] for s in scores) for b in (2, 4)}
     step = (uniform[4] - uniform[2]) / (options.points + 1)
     budgets = [round((uniform[2] + step * (i + 1)) / MB, 2) for i in range(options.points)]
     targets = ([BudgetOptions(avg_bits=b, estimator=options.estimator) for b in sorted(options.avg_bits, reverse=True)]
@@ -88,10 +94,13 @@ def plan_cells(options: SweepOptions) -> list[tuple[Recipe, str, str | None, flo
                [BudgetOptions(budget_mb=mb, estimator=options.estimator) for mb in reversed(budgets)])
     cells, lowest = [], []
     for method in options.methods:
-        recipe = Recipe(options.model, method, 4, calibration=calibration)
+        recipe = Recipe(options.model, method, 4, calibration=calibration, group_size_at=groups)
         for bits in options.uniform:  # W2 last: every method breaks there (bench/results/full.jsonl), W4 is the bar
-            uniform_recipe = dataclasses.replace(recipe, w_bits=bits)
-            cell = (uniform_recipe, f"uniform W{bits}", None, None, effective_bits(uniform_recipe, scores))
+            # only its own width's group size: uniform W4 stays the plain W4 recipe (and its cached checkpoint)
+            uniform_recipe = dataclasses.replace(recipe, w_bits=bits,
+                                                 group_size_at={b: g for b, g in groups.items() if b == bits})
+            group = f" g{groups[bits]}" if bits in groups else ""
+            cell = (uniform_recipe, f"uniform W{bits}{group}", None, None, effective_bits(uniform_recipe, scores))
             (cells if bits >= 4 else lowest).append(cell)
         for target in targets:  # the largest first: the closest to uniform W4
             # the scores come from the cache: scored once per model, grid and calibration
@@ -99,7 +108,7 @@ def plan_cells(options: SweepOptions) -> list[tuple[Recipe, str, str | None, flo
                                   scores)
             mixed = dataclasses.replace(mixed, calibration=calibration)
             kind = (f"mixed {target.budget_mb:.2f} MB" if target.budget_mb is not None
-                    else f"mixed {target.avg_bits:.2f} bits")
+                    else f"mixed {target.avg_bits:.2f} bits") + grids
             cells.append((mixed, kind, options.estimator, target.budget_mb, effective_bits(mixed, scores)))
     return cells + lowest
 
@@ -132,7 +141,8 @@ def run(options: SweepOptions, out: Path) -> None:
                    "utterances": report.wer.utterances, "reference_words": report.wer.reference_words,
                    "bundle_bytes": bundle_bytes(bundle), "bundle_bytes_without_meta": sizes["total_bytes_without_meta"],
                    "bits_histogram": {str(b): bits.count(b) for b in sorted(set(bits))},
-                   "layer_bits": recipe.layer_bits, "label": recipe.label, "engine": "bundle",
+                   "layer_bits": recipe.layer_bits, "group_size_at": {str(b): g for b, g in recipe.group_size_at.items()},
+                   "label": recipe.label, "engine": "bundle",
                    "sensitivity_clips": options.sensitivity_clips if estimator else None,
                    "calibration": dataclasses.asdict(recipe.calibration),
                    "audio_seconds": round(report.audio_seconds, 1), "compute_seconds": round(report.compute_seconds, 1),
@@ -198,6 +208,8 @@ def main() -> None:
                    help="mixed targets in effective bits per weight instead of --points byte budgets")
     p.add_argument("--datasets", nargs="+", default=list(SweepOptions.datasets))
     p.add_argument("--estimator", default=SweepOptions.estimator, choices=ESTIMATORS)
+    p.add_argument("--group-at", nargs="*", default=[], metavar="BITS=GROUP",
+                   help="group size of the layers at BITS, e.g. 2=32 (Recipe.group_size_at); uniform cells too")
     p.add_argument("--uniform", type=int, nargs="*", default=list(SweepOptions.uniform),
                    help="uniform widths to run besides the mixed bundles (none: only the mixed ones)")
     p.add_argument("--out", type=Path, default=Path("bench/results/budget/sweep.jsonl"))
@@ -207,6 +219,7 @@ def main() -> None:
     if not args.report_only:
         run(SweepOptions(model=args.model, methods=tuple(args.methods), points=args.points,
                          avg_bits=tuple(args.avg_bits), datasets=tuple(args.datasets), estimator=args.estimator,
+                         group_size_at=tuple(tuple(map(int, pair.split("="))) for pair in args.group_at),
                          uniform=tuple(args.uniform)), args.out)
     rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
     write_report(rows, args.out.parent, args.out.stem)

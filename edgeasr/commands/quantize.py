@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="label-free per-layer sensitivity for --budget-mb/--avg-bits: myqasr = median FP activation "
                         "(myQASR, default, seconds), kl = change of the decoder's token distribution with one layer "
                         "quantized (minutes; scored once per model and cached), joint = the order found by lowering one sublayer at a "
-                        "time, measuring that KL with every earlier choice applied (minutes; cached), hessian = rounding error x input energy")
+                        "time, measuring that KL with every earlier choice applied (minutes; cached), "
+                        "hessian = rounding error x input energy")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
     p.add_argument("--out", type=Path, help="checkpoint directory (default: the cache)")
     p.add_argument("--list", action="store_true", help="list methods and their options")

@@ -32,14 +32,15 @@ def quantize(recipe: Recipe):
     start = time.perf_counter()
     method.run(job, options)
     seconds = time.perf_counter() - start
-    if recipe.layer_bits:  # a method that ignores per-layer bits must fail here, not at the first load
+    if recipe.layer_bits or recipe.group_size_at:  # a method that ignores per-layer grids must fail here, not at load
         from edgeasr.quant.layers import QuantLinear
 
         wrong = [n for n, m in backend.model.named_modules()
-                 if isinstance(m, QuantLinear) and m.w_spec.bits != recipe.w_spec_for(n).bits]
+                 if isinstance(m, QuantLinear) and (m.w_spec.bits, m.w_spec.group_size)
+                 != (recipe.w_spec_for(n).bits, recipe.w_spec_for(n).group_size)]
         if wrong:
-            raise QuantizationError(f"{recipe.method} does not honour per-layer bits (layer_bits): {len(wrong)} "
-                                    f"layers, e.g. {wrong[0]}, are not at their bits; use rtn, gptq or awq")
+            raise QuantizationError(f"{recipe.method} does not honour per-layer bits (layer_bits, group_size_at): {len(wrong)} "
+                                    f"layers, e.g. {wrong[0]}, are not at their bits and group size; use rtn, gptq or awq")
     log.info("%s took %.1f s", recipe.label, seconds)
     stats = {"quantize_seconds": round(seconds, 2),
              "calibration_clips": job.calibration_stats().get("calibration_sequences", 0)}

@@ -73,14 +73,22 @@ def layout_of(out_features: int, in_features: int, bits: int, group_size: int, s
     return GridLayout(out_features, in_features, bits, group_size or in_features, symmetric, bias=bias)
 
 
-def byte_costs(layout: GridLayout, widths: tuple[int, ...] = PACKED_BITS) -> dict[int, int]:
+def at_width(layout: GridLayout, bits: int, group_at: Mapping[int, int] | None = None) -> GridLayout:
+    """The layer's grid at `bits`, with that width's group size from `group_at` (`Recipe.group_size_at`)."""
+    group = (group_at or {}).get(bits)
+    return replace(layout, bits=bits, group_width=min(group, layout.in_features) if group else layout.group_width)
+
+
+def byte_costs(layout: GridLayout, widths: tuple[int, ...] = PACKED_BITS,
+               group_at: Mapping[int, int] | None = None) -> dict[int, int]:
     """Bundle bytes of the layer at each width (`metrics.bits.bundle_layer_bytes`)."""
-    return {b: bundle_layer_bytes(replace(layout, bits=b)) for b in widths}
+    return {b: bundle_layer_bytes(at_width(layout, b, group_at)) for b in widths}
 
 
-def bit_costs(layout: GridLayout, widths: tuple[int, ...] = PACKED_BITS) -> dict[int, int]:
+def bit_costs(layout: GridLayout, widths: tuple[int, ...] = PACKED_BITS,
+              group_at: Mapping[int, int] | None = None) -> dict[int, int]:
     """Effective bits of the layer at each width (`metrics.bits.layer_bits`)."""
-    return {b: layer_bits(replace(layout, bits=b)).total for b in widths}
+    return {b: layer_bits(at_width(layout, b, group_at)).total for b in widths}
 
 
 def ranked_order(layers: list[LayerChoice]) -> list[tuple[str, int, int]]:

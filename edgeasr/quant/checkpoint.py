@@ -75,10 +75,13 @@ def read_meta(path: Path) -> dict:
 
 def _check_layers(meta: dict, recipe: Recipe) -> None:
     for name, layout in meta["layers"].items():
-        w_bits = recipe.w_spec_for(name).bits  # per-layer bits of a mixed recipe
-        if layout["w_spec"]["bits"] != w_bits or layout["a_spec"]["bits"] != recipe.a_bits:
+        spec = recipe.w_spec_for(name)  # per-layer bits (and group size) of a mixed recipe
+        w_bits = spec.bits
+        if (layout["w_spec"]["bits"] != w_bits or layout["a_spec"]["bits"] != recipe.a_bits
+                or (recipe.group_size_at and layout["w_spec"]["group_size"] != spec.group_size)):
             raise CheckpointError(f"layer {name} is w{layout['w_spec']['bits']}a{layout['a_spec']['bits']} but the "
-                                  f"recipe says w{w_bits}a{recipe.a_bits}: the checkpoint does not match its recipe")
+                                  f"recipe says w{w_bits}a{recipe.a_bits} group {spec.group_size}: the checkpoint does not match "
+                                  "its recipe")
 
 
 def load_checkpoint(path: Path, expected: Recipe | None = None) -> tuple[nn.Module, Path, Recipe]:

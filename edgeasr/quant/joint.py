@@ -45,7 +45,7 @@ class LayerGroup:
 
     def bytes_at(self, width: int, recipe: Recipe) -> int:
         return sum(byte_costs(layout_of(m.weight.shape[0], m.weight.shape[1], width, recipe.group_size,
-                                        recipe.symmetric, m.bias is not None), (width,))[width]
+                                        recipe.symmetric, m.bias is not None), (width,), recipe.group_size_at)[width]
                    for _, m in self.linears)
 
 
@@ -76,7 +76,7 @@ def joint_search(kl, groups: list[LayerGroup], recipe: Recipe, widths: tuple[int
     `TeacherForcedKL` built on the FP model."""
     widths = tuple(sorted(widths))
     originals = {path: m.weight.data for g in groups for path, m in g.linears}
-    grids = {path: {b: fake_quant_weight(w.float(), recipe.w_spec.with_bits(b)).to(w.dtype) for b in widths}
+    grids = {path: {b: fake_quant_weight(w.float(), recipe.spec_at(b)).to(w.dtype) for b in widths}
              for path, w in originals.items()}
     state = {g.name: widths[-1] for g in groups}
     by_name = {g.name: g for g in groups}

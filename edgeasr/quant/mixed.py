@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgeasr.errors import QuantizationError
 from edgeasr.metrics.bits import layer_bits
-from edgeasr.quant.budget import MB, Allocation, LayerChoice, allocate, bit_costs, byte_costs
+from edgeasr.quant.budget import MB, Allocation, LayerChoice, allocate, at_width, bit_costs, byte_costs
 from edgeasr.quant.recipe import Recipe
 from edgeasr.quant.sensitivity import LayerScore, score_layers, weights_sha
 
@@ -67,13 +67,15 @@ def plan(recipe: Recipe, options: BudgetOptions,
         if budget <= 0:
             raise QuantizationError(f"{options.budget_mb} MB is below the bundle's fixed part ({fixed / MB:.2f} MB: "
                                     "head, front end, norms, tokenizer) before any linear is stored")
-        choices = [LayerChoice(s.path, byte_costs(s.layout), s.error_at, s.rank_at) for s in scores]
+        choices = [LayerChoice(s.path, byte_costs(s.layout, group_at=recipe.group_size_at), s.error_at, s.rank_at)
+                   for s in scores]
     else:
         fixed = 0
         budget = int(options.avg_bits * sum(s.layout.weights for s in scores))
-        choices = [LayerChoice(s.path, bit_costs(s.layout), s.error_at, s.rank_at) for s in scores]
+        choices = [LayerChoice(s.path, bit_costs(s.layout, group_at=recipe.group_size_at), s.error_at, s.rank_at)
+                   for s in scores]
     allocation = allocate(choices, budget)
-    effective = (sum(layer_bits(dataclasses.replace(s.layout, bits=allocation.bits[s.path])).total for s in scores)
+    effective = (sum(layer_bits(at_width(s.layout, allocation.bits[s.path], recipe.group_size_at)).total for s in scores)
                  / sum(s.layout.weights for s in scores))
     log.info("allocation: %s layers per width, %.3f effective bits per weight%s", allocation.histogram, effective,
              f", linears {allocation.cost / MB:.3f} MB + fixed {fixed / MB:.3f} MB" if options.budget_mb else "")

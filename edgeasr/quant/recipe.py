@@ -71,6 +71,10 @@ class Recipe:
     layer_bits: dict = field(default_factory=dict)
     """Per-layer weight bits (module path → bits) overriding `w_bits`; absent layers get `w_bits`. Written
     by a byte-budget allocation (`edgeasr quantize --budget-mb`, see `quant.budget`)."""
+    group_size_at: dict = field(default_factory=dict)
+    """Group size of the layers stored at given bits (bits → group size), overriding `group_size` for them.
+    Low widths need small groups to hold: GPTQ W2 on moonshine-base is ~2.5× the WER at group 32 that it is at
+    group 16 (docs/budgets.md), so a mixed recipe's 2-bit layers can get smaller groups than its 4-bit ones."""
 
     # QuantSpec is imported where it is used: recipes (and their labels) are read on edge boards,
     # where torch, which the grid maths needs, is not installed.
@@ -81,9 +85,16 @@ class Recipe:
         granularity = "group" if self.group_size else "channel"
         return QuantSpec(self.w_bits, self.symmetric, granularity, self.group_size or 128)
 
+    def spec_at(self, bits: int):
+        """The weight spec of a layer stored at `bits` (its group size from `group_size_at`, else `group_size`)."""
+        from edgeasr.quant.spec import QuantSpec
+
+        group = self.group_size_at.get(bits, self.group_size)
+        return QuantSpec(bits, self.symmetric, "group" if group else "channel", group or 128)
+
     def w_spec_for(self, path: str):
         """The weight spec of the linear at module path `path` (its `layer_bits` entry, else `w_bits`)."""
-        return self.w_spec.with_bits(self.layer_bits.get(path, self.w_bits))
+        return self.spec_at(self.layer_bits.get(path, self.w_bits))
 
     @property
     def a_spec(self):
@@ -99,6 +110,7 @@ class Recipe:
         if self.layer_bits:  # a mixed recipe: a short digest of the map keeps labels (cache paths) apart
             digest = hashlib.sha1(repr(sorted(self.layer_bits.items())).encode()).hexdigest()[:8]
             suffix += f"-mix{digest}"
+        suffix += "".join(f"-w{b}g{g}" for b, g in sorted(self.group_size_at.items()))
         return f"{model}-{self.method}-w{self.w_bits}a{self.a_bits}{group}{'-sym' if self.symmetric else ''}{suffix}"
 
     @property
@@ -120,6 +132,10 @@ class Recipe:
             if not isinstance(bits, int) or bits == 16:
                 raise QuantizationError(f"layer_bits[{path!r}] = {bits!r}: per-layer bits must be integers 2-8")
             self.w_spec_for(path).validate_weights()
+        for bits, group in self.group_size_at.items():
+            if not isinstance(bits, int) or not isinstance(group, int) or group <= 0:
+                raise QuantizationError(f"group_size_at[{bits!r}] = {group!r}: bits and group sizes must be integers")
+            self.spec_at(bits).validate_weights()
         unknown = set(self.parts) - {"encoder", "decoder"}
         if unknown or not self.parts:
             raise QuantizationError(f"parts must be a non-empty subset of encoder, decoder; got {self.parts}")
@@ -140,6 +156,8 @@ class Recipe:
             data["calibration"] = CalibrationOptions(**data["calibration"])
         if "parts" in data:
             data["parts"] = tuple(data["parts"])
+        if "group_size_at" in data:  # JSON and TOML keys are strings
+            data["group_size_at"] = {int(b): g for b, g in data["group_size_at"].items()}
         return cls(**data)
 
     @classmethod
@@ -164,10 +182,12 @@ class Recipe:
             return '"' + str(v).replace('"', '\\"') + '"'
 
         data = self.to_dict()
-        tables = ("calibration", "options", "layer_bits")
+        tables = ("calibration", "options", "layer_bits", "group_size_at")
         lines = [f"{k} = {value(v)}" for k, v in data.items() if k not in tables]
         lines += ["", "[calibration]"] + [f"{k} = {value(v)}" for k, v in data["calibration"].items()]
         lines += ["", "[options]"] + [f"{k} = {value(v)}" for k, v in data["options"].items()]
         if data["layer_bits"]:  # module paths hold dots: quoted keys
             lines += ["", "[layer_bits]"] + [f"{value(k)} = {value(v)}" for k, v in data["layer_bits"].items()]
+        if data["group_size_at"]:  # bits as quoted keys: TOML keys are strings
+            lines += ["", "[group_size_at]"] + [f'"{b}" = {g}' for b, g in data["group_size_at"].items()]
         return "\n".join(lines) + "\n"

@@ -111,7 +111,7 @@ def _walk_scores(backend, recipe: Recipe, clips: list[CalibrationClip], widths: 
             else:
                 second_moment = st.gram.diagonal() / max(st.n, 1)
                 statistic = float(second_moment.sum())
-                errors = {b: float(((fake_quant_weight(w, recipe.w_spec.with_bits(b)) - w) ** 2
+                errors = {b: float(((fake_quant_weight(w, recipe.spec_at(b)) - w) ** 2
                                     * second_moment[None, :]).sum()) for b in widths}
             scores[f"{ctx.name}.{path}"] = (errors, statistic)
 
@@ -165,7 +165,7 @@ def _kl_scores(backend, recipe: Recipe, clips: list[CalibrationClip], widths: tu
         original = linear.weight.data.clone()
         errors = {}
         for b in widths:
-            linear.weight.data.copy_(fake_quant_weight(original, recipe.w_spec.with_bits(b)))
+            linear.weight.data.copy_(fake_quant_weight(original, recipe.spec_at(b)))
             errors[b] = kl(kl.encode() if part == "encoder" else None)  # decoder layers reuse the FP encoder
         linear.weight.data.copy_(original)
         scores[path] = (errors, errors[min(widths)])
@@ -177,6 +177,8 @@ def _cache_file(recipe: Recipe, estimator: str, widths: tuple[int, ...], source_
     key = {"version": SCORE_VERSION, "weights": source_sha, "estimator": estimator, "widths": list(widths),
            "group_size": recipe.group_size, "symmetric": recipe.symmetric, "parts": list(recipe.parts),
            "calibration": dataclasses.asdict(recipe.calibration)}
+    if recipe.group_size_at:  # absent otherwise, so caches of recipes without it keep their key
+        key["group_size_at"] = {str(b): g for b, g in sorted(recipe.group_size_at.items())}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir("sensitivity") / f"{recipe.model.replace('/', '_')}-{estimator}-{digest}.json"
 

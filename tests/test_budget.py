@@ -171,3 +171,19 @@ def test_calib_dir_reads_any_rate_and_channels(tmp_path, monkeypatch):
         folder_manifest(folder)
     with pytest.raises(DatasetError, match="no recordings"):
         folder_manifest(tmp_path / "cache")
+
+
+def test_group_size_at_gives_a_width_its_own_grid_everywhere(tmp_path):
+    recipe = Recipe("some-model", "rtn", 4, layer_bits={"a": 2, "b": 8}, group_size_at={2: 32})
+    assert (recipe.w_spec_for("a").bits, recipe.w_spec_for("a").group_size) == (2, 32)
+    assert (recipe.w_spec_for("b").bits, recipe.w_spec_for("b").group_size) == (8, 64)
+    assert recipe.label.endswith("-w2g32")
+    assert recipe.label != Recipe("some-model", "rtn", 4, layer_bits=recipe.layer_bits).label
+    path = tmp_path / "recipe.toml"
+    path.write_text(recipe.to_toml())
+    assert Recipe.from_toml(path) == recipe
+    layout = layout_of(1152, 288, 4, 64)
+    finer = byte_costs(layout, group_at={2: 32})
+    assert finer[2] > byte_costs(layout)[2] and finer[4] == byte_costs(layout)[4]
+    with pytest.raises(QuantizationError, match="power of two"):
+        Recipe("some-model", "rtn", 4, group_size_at={2: 24}).validate()

@@ -1,6 +1,7 @@
 """A byte-budget mixed-precision recipe end to end on moonshine-tiny (RTN): label-free sensitivity on a few
 unlabelled clips, allocation under a bundle budget, checkpoint, bundle. The bundle's total stays within the
-budget, every layer's codes, scales and zero points read back bit-exact from a MatMulNBits of its own width,
+budget, every layer's codes, scales and zero points read back bit-exact from a MatMulNBits of its own width
+(and its own group size: the 2-bit layers use smaller groups),
 the checkpoint reloads at the same per-layer bits, and the card shows the map."""
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ the test short; the KL estimator has its own test, tests/test_sensitivity.py).""
 
 @pytest.mark.slow
 def test_mixed_budget_bundle_round_trip(tmp_path: Path):
-    recipe = Recipe(MODEL, "rtn", 4, calibration=UNLABELLED)
+    # 2-bit layers in groups of 32, the rest in the recipe's 64: each layer's own grid must survive the trip
+    recipe = Recipe(MODEL, "rtn", 4, calibration=UNLABELLED, group_size_at={2: 32})
     mixed, allocation, scores, fixed = plan(recipe, BudgetOptions(budget_mb=BUDGET_MB, estimator="myqasr"))
     assert allocation.cost + fixed <= BUDGET_MB * MB
     assert len(set(mixed.layer_bits.values())) >= 2, allocation.histogram
@@ -39,6 +41,8 @@ def test_mixed_budget_bundle_round_trip(tmp_path: Path):
     backend, stats, location = quantize(mixed)
     layers = quant_layers(backend.model)
     assert {n: l.w_spec.bits for n, l in layers.items()} == mixed.layer_bits
+    assert {n: l.w_spec.group_size for n, l in layers.items()} == {
+        n: 32 if b == 2 else 64 for n, b in mixed.layer_bits.items()}
     checkpoint = save_checkpoint(backend.model, mixed, Path(resolve_model_dir(MODEL)[0]), tmp_path / "ckpt", stats)
     reloaded, _, recipe_back = load_checkpoint(checkpoint, expected=mixed)
     assert recipe_back == mixed

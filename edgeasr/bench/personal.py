@@ -47,6 +47,8 @@ class PersonalOptions:
     voice, at the same budget as `generic`."""
     estimator: str = "myqasr"
     """Sensitivity estimator of the mixed settings (`quant.sensitivity.ESTIMATORS`)."""
+    group_size_at: tuple[tuple[int, int], ...] = ()
+    """(bits, group size) of the mixed settings' layers at those bits (`Recipe.group_size_at`)."""
     method: str = "gptq"
     """Base method; GPTQ's Hessian is built from the calibration audio, so calibration can show."""
     voices: tuple[str, ...] = ()
@@ -126,7 +128,8 @@ def _eval_manifest(options: PersonalOptions, voice: str | None) -> str:
 
 def settings(options: PersonalOptions) -> list[str]:
     """`w4`, `w3`, `avg3.5`, ...: the uniform and mixed settings, in the order they run."""
-    return [f"w{b}" for b in options.bits] + [f"avg{b:g}" for b in options.avg_bits]
+    grids = "".join(f"-w{b}g{g}" for b, g in sorted(options.group_size_at))
+    return [f"w{b}" for b in options.bits] + [f"avg{b:g}{grids}" for b in options.avg_bits]
 
 
 def setting_of(row: dict) -> str:
@@ -134,7 +137,11 @@ def setting_of(row: dict) -> str:
 
 
 def setting_title(setting: str) -> str:
-    return f"W{setting[1:]}A16" if setting.startswith("w") else f"mixed {setting[3:]} effective bits"
+    if setting.startswith("w"):
+        return f"W{setting[1:]}A16"
+    bits, *grids = setting[3:].split("-")
+    return f"mixed {bits} effective bits" + "".join(
+        f", {g.split('g')[0].upper()} layers in groups of {g.split('g')[1]}" for g in grids)
 
 
 def _recipe(options: PersonalOptions, model: str, setting: str, calibration):
@@ -144,8 +151,9 @@ def _recipe(options: PersonalOptions, model: str, setting: str, calibration):
 
     if setting.startswith("w"):
         return Recipe(model, options.method, int(setting[1:]), calibration=calibration)
-    recipe, allocation, _, _ = plan(Recipe(model, options.method, 4, calibration=calibration),
-                                    BudgetOptions(avg_bits=float(setting[3:]), estimator=options.estimator))
+    recipe, allocation, _, _ = plan(Recipe(model, options.method, 4, calibration=calibration,
+                                           group_size_at=dict(options.group_size_at)),
+                                    BudgetOptions(avg_bits=float(setting[3:].split("-")[0]), estimator=options.estimator))
     log.info("%s %s: %s layers per width", model, setting, allocation.histogram)
     return recipe
 
@@ -262,6 +270,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="uniform settings (none: only the --avg-bits ones)")
     p.add_argument("--avg-bits", nargs="*", type=float, default=[],
                    help="mixed settings: effective bits per weight, each layer's bits chosen on the arm's own audio")
+    p.add_argument("--group-at", nargs="*", default=[], metavar="BITS=GROUP",
+                   help="group size of the mixed settings' layers at BITS, e.g. 2=32")
     p.add_argument("--method", default=PersonalOptions.method)
     p.add_argument("--voices", nargs="*", default=[], help="TTS voices (default: all five)")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS, help="calibrations compared")
@@ -274,10 +284,12 @@ def cli(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.report_only:
         run(PersonalOptions(models=tuple(args.models), bits=tuple(args.bits), avg_bits=tuple(args.avg_bits),
+                            group_size_at=tuple(tuple(map(int, pair.split("="))) for pair in args.group_at),
                             method=args.method, voices=tuple(args.voices), arms=tuple(args.arms),
                             threads=args.threads), args.out)
     command = (f"edgeasr bench personal --models {' '.join(args.models)} --bits {' '.join(map(str, args.bits))} "
                + (f"--avg-bits {' '.join(f'{b:g}' for b in args.avg_bits)} " if args.avg_bits else "")
+               + (f"--group-at {' '.join(args.group_at)} " if args.group_at else "")
                + f"--arms {' '.join(args.arms)}")
     (args.out.parent / "personal.md").write_text(markdown(read_rows(args.out), command))
     return 0

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from edgeasr.quant.budget import ESTIMATORS, MB, byte_costs
@@ -153,9 +154,29 @@ def run(options: SweepOptions, out: Path) -> None:
                      kind, dataset, row["wer"], row["bundle_bytes"] / MB)
 
 
+FP_SUMMARY = Path("bench/results/fp_eval/summary.txt")
+"""`edgeasr eval` of the FP models on the whole sets (torch): the FP reference line of the report."""
+
+
+def fp_wer(summary: Path = FP_SUMMARY) -> dict[tuple[str, str], float]:
+    """(model, dataset) → FP WER % from the FP evaluation summary, when it is there."""
+    found = re.findall(r"^(\S+) on (\S+): WER ([0-9.]+)%", summary.read_text(), re.M) if summary.exists() else []
+    return {(model, dataset): float(wer) for model, dataset, wer in found}
+
+
+def series_of(row_key: tuple) -> str:
+    """The plot series of a bundle: all uniform recipes of a method form one; mixed ones split by estimator and
+    by the group sizes of their widths (the part of the kind after the budget, e.g. "(W2 g32)")."""
+    _, method, kind, estimator = row_key
+    if estimator is None:
+        return f"{method} uniform"
+    grids = kind.split(" bits", 1)[-1] if " bits" in kind else kind.split(" MB", 1)[-1]
+    return f"{method} mixed ({estimator}){grids}"
+
+
 def write_report(rows: list[dict], out_dir: Path, stem: str = "sweep") -> tuple[Path, Path]:
-    """`<stem>.md` (one line per bundle, WER per set) and `<stem>.png` (WER against bundle bytes, mixed vs
-    uniform, one panel per model and set)."""
+    """`<stem>.md` (one line per bundle, WER per set, FP first) and `<stem>.png` (WER against bundle bytes,
+    uniform and mixed series, FP as a line, one panel per model and set)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -163,35 +184,41 @@ def write_report(rows: list[dict], out_dir: Path, stem: str = "sweep") -> tuple[
 
     datasets = sorted({r["dataset"] for r in rows})
     models = sorted({r["model"] for r in rows})
+    fp = fp_wer()
     bundles: dict[tuple, dict] = {}
     for r in rows:
         bundles.setdefault((r["model"], r["method"], r["kind"], r["estimator"]), {}).update(
-            {"bytes": r["bundle_bytes"], "hist": r["bits_histogram"], r["dataset"]: r["wer"]})
-    lines = [f"| model | method | recipe | bundle MB | layers at 2/4/8 bits | {' | '.join(f'WER % {d}' for d in datasets)} |",
-             "|---|---|---|---|---|" + "---|" * len(datasets)]
-    for (model, method, kind, estimator), b in sorted(bundles.items(), key=lambda kv: (kv[0][:2], kv[1]["bytes"])):
-        split = "/".join(str(b["hist"].get(str(w), 0)) for w in (2, 4, 8)) if b["hist"] else "uniform"
-        recipe = kind if estimator is None else f"{kind} ({estimator})"
-        lines.append(f"| {model} | {method} | {recipe} | {b['bytes'] / MB:.3f} | {split} | "
-                     + " | ".join(str(b.get(d, "")) for d in datasets) + " |")
+            {"bytes": r["bundle_bytes"], "hist": r["bits_histogram"], "bits": r.get("effective_bits"),
+             r["dataset"]: r["wer"]})
+    lines = ["| model | method | recipe | effective bits | bundle MB | layers at 2/4/8 bits | "
+             + " | ".join(f"WER % {d}" for d in datasets) + " |", "|---|---|---|---|---|---|" + "---|" * len(datasets)]
+    for model in models:
+        if any((model, d) in fp for d in datasets):
+            lines.append(f"| {model} | FP | | 32 | | | " + " | ".join(str(fp.get((model, d), "")) for d in datasets) + " |")
+        mine = sorted(((k, b) for k, b in bundles.items() if k[0] == model), key=lambda kv: (kv[0][1], -kv[1]["bytes"]))
+        for (_, method, kind, estimator), b in mine:
+            split = "/".join(str(b["hist"].get(str(w), 0)) for w in (2, 4, 8)) if b["hist"] else "uniform"
+            recipe = kind if estimator is None else f"{kind} ({estimator})"
+            lines.append(f"| {model} | {method} | {recipe} | {b['bits'] or ''} | {b['bytes'] / MB:.3f} | {split} | "
+                         + " | ".join(str(b.get(d, "")) for d in datasets) + " |")
     md = out_dir / f"{stem}.md"
     md.write_text("\n".join(lines) + "\n")
-    fig, axes = plt.subplots(len(models), len(datasets), figsize=(5 * len(datasets), 3.6 * len(models)),
+    fig, axes = plt.subplots(len(models), len(datasets), figsize=(5.5 * len(datasets), 3.8 * len(models)),
                              squeeze=False)
     for row_axes, model in zip(axes, models):
         for ax, dataset in zip(row_axes, datasets):
-            for method in sorted({k[1] for k in bundles if k[0] == model}):
-                for mixed in (False, True):
-                    pts = sorted((b["bytes"] / MB, b[dataset]) for k, b in bundles.items()
-                                 if k[:2] == (model, method) and (k[3] is not None) == mixed and dataset in b)
-                    if pts:
-                        ax.plot(*zip(*pts), marker="o" if mixed else "s", linestyle="-" if mixed else ":",
-                                label=f"{method} {'mixed' if mixed else 'uniform'}")
+            for series in sorted({series_of(k) for k in bundles if k[0] == model}):
+                pts = sorted((b["bytes"] / MB, b[dataset]) for k, b in bundles.items()
+                             if k[0] == model and series_of(k) == series and dataset in b)
+                uniform = series.endswith("uniform")
+                ax.plot(*zip(*pts), marker="s" if uniform else "o", linestyle=":" if uniform else "-", label=series)
+            if (model, dataset) in fp:
+                ax.axhline(fp[(model, dataset)], color="grey", linewidth=0.8, label="FP")
             ax.set_title(f"{model} on {dataset}")
             ax.set_xlabel("bundle MB (10^6 bytes, every file)")
             ax.set_ylabel("WER %")
             ax.set_yscale("log")
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7)
     png = out_dir / f"{stem}.png"
     fig.tight_layout()
     fig.savefig(png, dpi=110)

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "quantized (minutes; scored once per model and cached), joint = the order found by lowering one sublayer at a "
                         "time, measuring that KL with every earlier choice applied (minutes; cached), "
                         "hessian = rounding error x input energy")
+    p.add_argument("--group-at", nargs="+", default=[], metavar="BITS=GROUP",
+                   help="group size of the layers stored at BITS (e.g. 2=32: a mixed recipe's 2-bit layers in groups "
+                        "of 32, the rest at --group-size)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
     p.add_argument("--out", type=Path, help="checkpoint directory (default: the cache)")
     p.add_argument("--list", action="store_true", help="list methods and their options")
@@ -80,6 +83,12 @@ def run(args: argparse.Namespace) -> int:
     if args.calib_clips or args.calib_set:
         calibration = dataclasses.replace(calibration, **{k: v for k, v in {
             "n_clips": args.calib_clips, "dataset": args.calib_set}.items() if v})
+    try:
+        groups = {int(b): int(g) for b, _, g in (pair.partition("=") for pair in args.group_at)}
+    except ValueError:
+        raise SystemExit(f"edgeasr quantize: --group-at takes BITS=GROUP pairs, e.g. 2=32; got {args.group_at}")
+    if groups:
+        changes["group_size_at"] = {**recipe.group_size_at, **groups}
     recipe = dataclasses.replace(recipe, **changes, options=options, calibration=calibration)
     if args.budget_mb is not None or args.avg_bits is not None:
         from edgeasr.quant.mixed import BudgetOptions, plan
@@ -90,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                  if args.budget_mb is not None else f"{allocation.cost / max(allocation.budget, 1) * args.avg_bits:.3f} "
                  f"effective bits per weight (target {args.avg_bits})"))
     path = quantize_to_checkpoint(recipe, args.out)
-    if recipe.layer_bits:  # the chosen bits, readable and reusable with --recipe
+    if recipe.layer_bits or recipe.group_size_at:  # the chosen bits, readable and reusable with --recipe
         (path / "recipe.toml").write_text(recipe.to_toml())
         print(f"recipe with per-layer bits: {path / 'recipe.toml'}")
     print(f"checkpoint: {path}")

@@ -30,6 +30,7 @@ from edgeasr.quant.budget import byte_costs, layout_of
 from edgeasr.quant.calibrate import CalibrationClip
 from edgeasr.quant.recipe import Recipe
 from edgeasr.quant.spec import fake_quant_weight
+from edgeasr.quant.teacher_kl import TeacherForcedKL
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +164,6 @@ def joint_scores(backend, recipe: Recipe, clips: list[CalibrationClip], widths: 
                  linears: Iterator[tuple[str, str, nn.Linear]]):
     """`quant.sensitivity.Scores` plus each linear's upgrade ranks: (KL at each width, KL at the lowest width,
     rank of each upgrade)."""
-    from edgeasr.quant.sensitivity import TeacherForcedKL
-
     kl = TeacherForcedKL(backend, clips, recipe.calibration.max_decoder_tokens)
     result = joint_search(kl, layer_groups(linears), recipe, widths)
     return {path: (errors, errors[min(widths)], result.rank_at[path]) for path, errors in result.kl_at.items()}

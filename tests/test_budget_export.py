@@ -56,4 +56,4 @@ def test_mixed_budget_bundle_round_trip(tmp_path: Path):
         assert record["bits"] == mixed.layer_bits[name]
         assert graphs[record["graph"]].kernel_bits(record["node"]) == storage_bits(mixed.layer_bits[name]), name
     card = (bundle / "README.md").read_text()
-    assert "Bits per layer" in card and "Wmixed" in card
+    assert "Bits per layer" in card and "Wmixed" in card and "(2-bit layers: group 32)" in card

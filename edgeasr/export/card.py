@@ -77,7 +77,8 @@ def write_card(path: Path, data: dict) -> None:
         "FP model (no quantized layers)" if recipe is None else
         f"method {recipe['method']}, W{'mixed' if recipe.get('layer_bits') else recipe['w_bits']} A{recipe['a_bits']}, "
         f"group {recipe['group_size'] or 'per channel'}"
-        f", {'symmetric' if recipe['symmetric'] else 'asymmetric'}; model {recipe['model']}",
+        + "".join(f" ({b}-bit layers: group {g})" for b, g in sorted((recipe.get("group_size_at") or {}).items()))
+        + f", {'symmetric' if recipe['symmetric'] else 'asymmetric'}; model {recipe['model']}",
         f"quantized linear layers: {sum(bits.values())} ({', '.join(f'{n} at {b} bits' for b, n in sorted(bits.items()))})",
         *(["", "## Bits per layer (mixed precision: recipe `layer_bits`)", "",
             *bits_by_block(data["weights"]["layers"])] if recipe and recipe.get("layer_bits") else []),

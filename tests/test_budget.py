@@ -187,3 +187,14 @@ def test_group_size_at_gives_a_width_its_own_grid_everywhere(tmp_path):
     assert finer[2] > byte_costs(layout)[2] and finer[4] == byte_costs(layout)[4]
     with pytest.raises(QuantizationError, match="power of two"):
         Recipe("some-model", "rtn", 4, group_size_at={2: 24}).validate()
+
+
+def test_group_at_argument_is_parsed_once_for_every_cli():
+    import argparse
+
+    from edgeasr.quant.recipe import parse_group_at
+
+    assert parse_group_at("2=32") == (2, 32)
+    for bad in ("2", "2=x", "=32", "2:32"):
+        with pytest.raises(argparse.ArgumentTypeError, match="BITS=GROUP"):
+            parse_group_at(bad)

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from edgeasr.quant.budget import ESTIMATORS, MB, byte_costs
-from edgeasr.quant.recipe import CalibrationOptions, Recipe
+from edgeasr.quant.recipe import CalibrationOptions, Recipe, parse_group_at
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def main() -> None:
                    help="mixed targets in effective bits per weight instead of --points byte budgets")
     p.add_argument("--datasets", nargs="+", default=list(SweepOptions.datasets))
     p.add_argument("--estimator", default=SweepOptions.estimator, choices=ESTIMATORS)
-    p.add_argument("--group-at", nargs="*", default=[], metavar="BITS=GROUP",
+    p.add_argument("--group-at", nargs="*", default=[], metavar="BITS=GROUP", type=parse_group_at,
                    help="group size of the layers at BITS, e.g. 2=32 (Recipe.group_size_at); uniform cells too")
     p.add_argument("--uniform", type=int, nargs="*", default=list(SweepOptions.uniform),
                    help="uniform widths to run besides the mixed bundles (none: only the mixed ones)")
@@ -246,7 +246,7 @@ def main() -> None:
     if not args.report_only:
         run(SweepOptions(model=args.model, methods=tuple(args.methods), points=args.points,
                          avg_bits=tuple(args.avg_bits), datasets=tuple(args.datasets), estimator=args.estimator,
-                         group_size_at=tuple(tuple(map(int, pair.split("="))) for pair in args.group_at),
+                         group_size_at=tuple(args.group_at),
                          uniform=tuple(args.uniform)), args.out)
     rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
     write_report(rows, args.out.parent, args.out.stem)

@@ -126,10 +126,12 @@ def _eval_manifest(options: PersonalOptions, voice: str | None) -> str:
     return str(path)
 
 
-def settings(options: PersonalOptions) -> list[str]:
-    """`w4`, `w3`, `avg3.5`, ...: the uniform and mixed settings, in the order they run."""
+def settings(options: PersonalOptions) -> list[tuple[str, int | None, float | None]]:
+    """(key, uniform bits, effective-bits target) of the uniform and mixed settings, in the order they run;
+    keys `w4`, `w3`, `avg3.5-w2g32`, ..."""
     grids = "".join(f"-w{b}g{g}" for b, g in sorted(options.group_size_at))
-    return [f"w{b}" for b in options.bits] + [f"avg{b:g}{grids}" for b in options.avg_bits]
+    return ([(f"w{b}", b, None) for b in options.bits]
+            + [(f"avg{b:g}{grids}", None, b) for b in options.avg_bits])
 
 
 def setting_of(row: dict) -> str:
@@ -144,17 +146,18 @@ def setting_title(setting: str) -> str:
         f", {g.split('g')[0].upper()} layers in groups of {g.split('g')[1]}" for g in grids)
 
 
-def _recipe(options: PersonalOptions, model: str, setting: str, calibration):
-    """The arm's recipe; a mixed setting plans its bits on the arm's calibration audio (labels dropped)."""
+def _recipe(options: PersonalOptions, model: str, bits: int | None, avg_bits: float | None, calibration):
+    """The arm's recipe: uniform at `bits`, or mixed at `avg_bits` with its bits planned on the arm's calibration
+    audio (labels dropped)."""
     from edgeasr.quant.mixed import BudgetOptions, plan
     from edgeasr.quant.recipe import Recipe
 
-    if setting.startswith("w"):
-        return Recipe(model, options.method, int(setting[1:]), calibration=calibration)
+    if bits is not None:
+        return Recipe(model, options.method, bits, calibration=calibration)
     recipe, allocation, _, _ = plan(Recipe(model, options.method, 4, calibration=calibration,
                                            group_size_at=dict(options.group_size_at)),
-                                    BudgetOptions(avg_bits=float(setting[3:].split("-")[0]), estimator=options.estimator))
-    log.info("%s %s: %s layers per width", model, setting, allocation.histogram)
+                                    BudgetOptions(avg_bits=avg_bits, estimator=options.estimator))
+    log.info("%s mixed %g bits: %s layers per width", model, avg_bits, allocation.histogram)
     return recipe
 
 
@@ -174,14 +177,14 @@ def run(options: PersonalOptions, out: Path) -> list[dict]:
     rows = []
     out.parent.mkdir(parents=True, exist_ok=True)
     for model in options.models:
-        for setting in settings(options):
+        for setting, uniform_bits, avg_bits in settings(options):
             for arm, calibration in calibrations.items():
                 own = arm.partition(":")[2] or None
                 evaluated = [own] if own else voices
                 keys = {v: f"{model}/{options.method}/{setting}/{arm}/{v}" for v in evaluated}
                 if all(k in done for k in keys.values()):
                     continue
-                recipe = _recipe(options, model, setting, calibration)
+                recipe = _recipe(options, model, uniform_bits, avg_bits, calibration)
                 load = os.getloadavg()
                 engine, stats = load_engine(Cell(recipe, options.eval_set, 0, False))
                 report = evaluate(engine, _eval_manifest(options, own), progress=False)
@@ -265,12 +268,14 @@ def markdown(rows: list[dict], command: str) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from edgeasr.quant.recipe import parse_group_at
+
     p.add_argument("--models", nargs="+", default=list(PersonalOptions.models))
     p.add_argument("--bits", nargs="*", type=int, default=list(PersonalOptions.bits),
                    help="uniform settings (none: only the --avg-bits ones)")
     p.add_argument("--avg-bits", nargs="*", type=float, default=[],
                    help="mixed settings: effective bits per weight, each layer's bits chosen on the arm's own audio")
-    p.add_argument("--group-at", nargs="*", default=[], metavar="BITS=GROUP",
+    p.add_argument("--group-at", nargs="*", default=[], metavar="BITS=GROUP", type=parse_group_at,
                    help="group size of the mixed settings' layers at BITS, e.g. 2=32")
     p.add_argument("--method", default=PersonalOptions.method)
     p.add_argument("--voices", nargs="*", default=[], help="TTS voices (default: all five)")
@@ -284,12 +289,12 @@ def cli(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.report_only:
         run(PersonalOptions(models=tuple(args.models), bits=tuple(args.bits), avg_bits=tuple(args.avg_bits),
-                            group_size_at=tuple(tuple(map(int, pair.split("="))) for pair in args.group_at),
+                            group_size_at=tuple(args.group_at),
                             method=args.method, voices=tuple(args.voices), arms=tuple(args.arms),
                             threads=args.threads), args.out)
     command = (f"edgeasr bench personal --models {' '.join(args.models)} --bits {' '.join(map(str, args.bits))} "
                + (f"--avg-bits {' '.join(f'{b:g}' for b in args.avg_bits)} " if args.avg_bits else "")
-               + (f"--group-at {' '.join(args.group_at)} " if args.group_at else "")
+               + (f"--group-at {' '.join(f'{b}={g}' for b, g in args.group_at)} " if args.group_at else "")
                + f"--arms {' '.join(args.arms)}")
     (args.out.parent / "personal.md").write_text(markdown(read_rows(args.out), command))
     return 0

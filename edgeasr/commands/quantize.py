@@ -9,6 +9,7 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     from edgeasr.quant.budget import ESTIMATORS
+    from edgeasr.quant.recipe import parse_group_at
 
     p = sub.add_parser("quantize", help="quantize a model (recipe file or flags) into a checkpoint")
     p.add_argument("--recipe", type=Path, help="TOML recipe: a path, or the NAME of a shipped recipe (models/recipes/NAME.toml)")
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "quantized (minutes; scored once per model and cached), joint = the order found by lowering one sublayer at a "
                         "time, measuring that KL with every earlier choice applied (minutes; cached), "
                         "hessian = rounding error x input energy")
-    p.add_argument("--group-at", nargs="+", default=[], metavar="BITS=GROUP",
+    p.add_argument("--group-at", nargs="+", default=[], metavar="BITS=GROUP", type=parse_group_at,
                    help="group size of the layers stored at BITS (e.g. 2=32: a mixed recipe's 2-bit layers in groups "
                         "of 32, the rest at --group-size)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
@@ -83,12 +84,8 @@ def run(args: argparse.Namespace) -> int:
     if args.calib_clips or args.calib_set:
         calibration = dataclasses.replace(calibration, **{k: v for k, v in {
             "n_clips": args.calib_clips, "dataset": args.calib_set}.items() if v})
-    try:
-        groups = {int(b): int(g) for b, _, g in (pair.partition("=") for pair in args.group_at)}
-    except ValueError:
-        raise SystemExit(f"edgeasr quantize: --group-at takes BITS=GROUP pairs, e.g. 2=32; got {args.group_at}")
-    if groups:
-        changes["group_size_at"] = {**recipe.group_size_at, **groups}
+    if args.group_at:
+        changes["group_size_at"] = {**recipe.group_size_at, **dict(args.group_at)}
     recipe = dataclasses.replace(recipe, **changes, options=options, calibration=calibration)
     if args.budget_mb is not None or args.avg_bits is not None:
         from edgeasr.quant.mixed import BudgetOptions, plan

@@ -35,9 +35,8 @@ def quantize(recipe: Recipe):
     if recipe.layer_bits or recipe.group_size_at:  # a method that ignores per-layer grids must fail here, not at load
         from edgeasr.quant.layers import QuantLinear
 
-        wrong = [n for n, m in backend.model.named_modules()
-                 if isinstance(m, QuantLinear) and (m.w_spec.bits, m.w_spec.group_size)
-                 != (recipe.w_spec_for(n).bits, recipe.w_spec_for(n).group_size)]
+        wrong = [n for n, m in backend.model.named_modules() if isinstance(m, QuantLinear)
+                 and (m.w_spec.bits, m.w_spec.group_size) != ((want := recipe.w_spec_for(n)).bits, want.group_size)]
         if wrong:
             raise QuantizationError(f"{recipe.method} does not honour per-layer bits (layer_bits, group_size_at): {len(wrong)} "
                                     f"layers, e.g. {wrong[0]}, are not at their bits and group size; use rtn, gptq or awq")

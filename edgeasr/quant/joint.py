@@ -26,7 +26,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from edgeasr.quant.budget import byte_costs, layout_of
+from edgeasr.metrics.bits import bundle_layer_bytes
+from edgeasr.quant.budget import at_width, layout_of
 from edgeasr.quant.calibrate import CalibrationClip
 from edgeasr.quant.recipe import Recipe
 from edgeasr.quant.spec import fake_quant_weight
@@ -45,8 +46,8 @@ class LayerGroup:
     """(recipe path, module) of each linear."""
 
     def bytes_at(self, width: int, recipe: Recipe) -> int:
-        return sum(byte_costs(layout_of(m.weight.shape[0], m.weight.shape[1], width, recipe.group_size,
-                                        recipe.symmetric, m.bias is not None), (width,), recipe.group_size_at)[width]
+        return sum(bundle_layer_bytes(at_width(layout_of(m.weight.shape[0], m.weight.shape[1], width, recipe.group_size,
+                                                         recipe.symmetric, m.bias is not None), width, recipe.group_size_at))
                    for _, m in self.linears)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -78,19 +79,18 @@ class Recipe:
 
     # QuantSpec is imported where it is used: recipes (and their labels) are read on edge boards,
     # where torch, which the grid maths needs, is not installed.
-    @property
-    def w_spec(self):
+    def _weight_spec(self, bits: int, group: int):
         from edgeasr.quant.spec import QuantSpec
 
-        granularity = "group" if self.group_size else "channel"
-        return QuantSpec(self.w_bits, self.symmetric, granularity, self.group_size or 128)
+        return QuantSpec(bits, self.symmetric, "group" if group else "channel", group or 128)
+
+    @property
+    def w_spec(self):
+        return self._weight_spec(self.w_bits, self.group_size)
 
     def spec_at(self, bits: int):
         """The weight spec of a layer stored at `bits` (its group size from `group_size_at`, else `group_size`)."""
-        from edgeasr.quant.spec import QuantSpec
-
-        group = self.group_size_at.get(bits, self.group_size)
-        return QuantSpec(bits, self.symmetric, "group" if group else "channel", group or 128)
+        return self._weight_spec(bits, self.group_size_at.get(bits, self.group_size))
 
     def w_spec_for(self, path: str):
         """The weight spec of the linear at module path `path` (its `layer_bits` entry, else `w_bits`)."""
@@ -191,3 +191,11 @@ class Recipe:
         if data["group_size_at"]:  # bits as quoted keys: TOML keys are strings
             lines += ["", "[group_size_at]"] + [f'"{b}" = {g}' for b, g in data["group_size_at"].items()]
         return "\n".join(lines) + "\n"
+
+
+def parse_group_at(text: str) -> tuple[int, int]:
+    """`2=32` → (2, 32): the `--group-at BITS=GROUP` argument of the CLIs (an argparse `type`)."""
+    bits, sep, group = text.partition("=")
+    if not (sep and bits.strip().isdigit() and group.strip().isdigit()):
+        raise argparse.ArgumentTypeError(f"expected BITS=GROUP, e.g. 2=32; got {text!r}")
+    return int(bits), int(group)

@@ -45,7 +45,10 @@ def problems() -> list[str]:
         if req.specifier and not req.specifier.contains(version, prereleases=True):
             out.append(f"{req.name} {version} does not satisfy {req}")
     for name in DATA_PACKAGES:
-        spec = importlib.util.find_spec(name)
+        try:
+            spec = importlib.util.find_spec(name)
+        except ModuleNotFoundError:  # a subpackage whose parent package is not installed
+            spec = None
         if spec is None or not spec.origin or not Path(spec.origin).resolve().is_relative_to(ROOT):
             out.append(f"{name} does not come from this checkout (re-install it: pip install -e .)")
     return out

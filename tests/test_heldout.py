@@ -28,12 +28,13 @@ def test_trailing_and_skipped_words() -> None:
     assert trailing_deletions(ref, "") == 8
     assert skipped_words(ref, "one two seven eight") == 4  # a jump over four words
     assert skipped_words(ref, "one three five seven") == 0  # single misses are no run
-    rows = [{"reference_norm": ref, "hypothesis_norm": "one two", "audio_seconds": 12.0},
-            {"reference_norm": "a b", "hypothesis_norm": "a b", "audio_seconds": 2.0}]
+    rows = [{"id": "long", "reference_norm": ref, "hypothesis_norm": "one two", "audio_seconds": 12.0},
+            {"id": "short", "reference_norm": "a b", "hypothesis_norm": "a b", "audio_seconds": 2.0}]
     out = breakdown(rows)
     assert out["early_end_words"] == 6 and out["early_end_clips"] == 1 and out["skipped_words"] == 6
     assert out["by_length"]["10-17s"] == {"utterances": 1, "words": 8, "deletions": 6, "errors": 6}
     assert out["by_length"]["0-5s"]["errors"] == 0
+    assert out["clip_errors"] == {"long": [6, 8, 6], "short": [0, 2, 0]}
     looped = breakdown([{**rows[0], "hypothesis_norm": "", "last_segment_dropped": "repetition (compression ratio 6.30)"}])
     assert (looped["loop_words"], looped["loop_clips"], looped["early_end_words"]) == (8, 1, 0)
 
@@ -71,3 +72,28 @@ def test_tables_keep_the_latest_of_a_measurement_and_name_effective_bits() -> No
     text = render(rows, "calib-mix 64x1 t128")
     assert "| tts-en | 10.00 | 11.50 | 12.00 | gptq 11.50 (+1.50, 4.31 b) |" in text  # the re-run replaced 13.0
     assert "gptq W4A16 (4.31 b)" in text and "13.00" not in text
+
+
+def test_paired_table_compares_with_rtn_on_the_same_clips_and_splits_off_fps_own_early_ends() -> None:
+    from edgeasr.bench.heldout import render
+
+    cal = {"dataset": "calib-mix", "n_clips": 64, "concat": 1, "max_decoder_tokens": 128, "seed": 0}
+
+    def row(method: str, bits: str, clips: dict) -> dict:
+        errors = sum(e[0] for e in clips.values())
+        words = sum(e[1] for e in clips.values())
+        return {"key": method, "status": "ok", "model": "m", "method": method, "bits": bits, "group_size": 64,
+                "dataset": "longform-en", "limit": 50, "spread": True, "options": {}, "deletions": 0,
+                "calibration": None if method == "fp" else cal, "wer": 100 * errors / words, "clip_errors": clips}
+
+    fp = {f"c{i}": [1, 20, 0] for i in range(40)} | {"c0": [12, 20, 12]}  # FP itself ends c0 early
+    rtn = {f"c{i}": [2, 20, 0] for i in range(40)}
+    gptq = dict(fp)  # keeps FP's early end on c0, one error per clip elsewhere
+    awq = {f"c{i}": [2, 20, 0] for i in range(40)} | {"c5": [8, 20, 6]}  # an early end FP does not make
+    text = render([row("fp", "fp", fp), row("rtn", "w4a16", rtn), row("gptq", "w4a16", gptq),
+                   row("awq", "w4a16", awq)], "calib-mix 64x1 t128")
+    assert "| m | longform-en | w4a16 | gptq (-) | 6.38 | 10.00 | -3.62 [" in text and "| better |" in text
+    assert "| awq (-) | 10.75 | 10.00 | +0.75 [" in text and "| tie |" in text  # one clip's 6 words: noise
+    assert "2 comparisons: 0 worse, 1 tie, 1 better than RTN" in text
+    assert "| m | longform-en | gptq | w4a16 | 12 (1) | 12 | 0 |" in text  # FP's own early end
+    assert "| m | longform-en | awq | w4a16 | 6 (1) | 0 | 6 |" in text  # added by quantization

@@ -7,6 +7,9 @@ loses a run of words inside the clip: `skipped_words` counts every run of at lea
 `EARLY_END_MIN_WORDS` deleted words, trailing or not. A clip whose last segment the engine's guard
 dropped (a repetition loop such as "♪ ♪ ♪…" from the first token) also ends in deletions, but the decoder
 never stopped: those words count as `loop_words`, not as an early end.
+`clip_errors` keeps each clip's word errors, reference words and early-end words, so two rows measured
+on the same clips can be compared clip by clip (`edgeasr.metrics.paired`; an early end the FP model
+makes on the same clip is the model's, not the quantization's).
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ def skipped_words(reference_norm: str, hypothesis_norm: str) -> int:
 
 def breakdown(rows: list[dict]) -> dict:
     """Per-length reference words / deletions / errors and early-end counts over evaluation rows
-    (`reference_norm`, `hypothesis_norm`, `audio_seconds` as `evaluate` writes them)."""
+    (`id`, `reference_norm`, `hypothesis_norm`, `audio_seconds` as `evaluate` writes them)."""
     buckets = {bucket_label(*b): {"utterances": 0, "words": 0, "deletions": 0, "errors": 0} for b in LENGTH_BUCKETS}
     early_words = early_clips = skipped = loop_words = loop_clips = 0
+    clip_errors: dict[str, list[int]] = {}
     for row in rows:
         ref, hyp = row["reference_norm"], row["hypothesis_norm"]
         if not ref.split():
@@ -66,14 +70,15 @@ def breakdown(rows: list[dict]) -> dict:
         cell["errors"] += errors
         skipped += skipped_words(ref, hyp)
         trail = trailing_deletions(ref, hyp)
-        if trail < EARLY_END_MIN_WORDS:
-            continue
-        if row.get("last_segment_dropped"):
+        early = 0
+        if trail >= EARLY_END_MIN_WORDS and row.get("last_segment_dropped"):
             loop_words += trail
             loop_clips += 1
-        else:
+        elif trail >= EARLY_END_MIN_WORDS:
+            early = trail
             early_words += trail
             early_clips += 1
+        clip_errors[row["id"]] = [errors, len(ref.split()), early]
     return {"by_length": {k: v for k, v in buckets.items() if v["utterances"]},
             "early_end_words": early_words, "early_end_clips": early_clips, "skipped_words": skipped,
-            "loop_words": loop_words, "loop_clips": loop_clips}
+            "loop_words": loop_words, "loop_clips": loop_clips, "clip_errors": clip_errors}

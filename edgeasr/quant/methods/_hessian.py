@@ -93,20 +93,42 @@ def walk_linears(job: QuantJob, quantize: Callable[[BlockContext, str, nn.Linear
 class GPTQHooks:
     """The points where a method changes the GPTQ loop; these defaults are plain GPTQ."""
 
-    def __init__(self, spec: QuantSpec) -> None:
+    def __init__(self, spec: QuantSpec, clip_grid: int = 0, max_shrink: float = 0.5) -> None:
         if spec.granularity == "tensor":
             raise QuantizationError("Hessian-based methods support per-group and per-channel weight grids "
                                     "(--group-size N or 0), not one scale per tensor")
         self.spec = spec
         self.row_spec = QuantSpec(spec.bits, spec.symmetric, "channel")
+        self.clip_grid = clip_grid
+        self.max_shrink = max_shrink
 
     def start(self, weight: torch.Tensor, u_diag: torch.Tensor) -> None:
         """Called once before the loop with the weights [out, in] and diag of U, both in visiting order."""
 
     def fit_group(self, w: torch.Tensor, u_diag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scale and zero [out] of a group from its current values [out, cols] (min/max per row)."""
+        """Scale and zero [out] of a group from its current values [out, cols]: min/max per row, or with
+        `clip_grid` the shrunk range (ratios 1 − i/clip_grid, down to 1 − max_shrink) whose rounding error,
+        weighted as GPTQ weighs it (÷ U_jj²), is smallest per row. Min/max spends most of a 2-bit grid's
+        four levels on a few large weights; the search trades them for resolution where it costs least."""
         scale, zero = weight_qparams(w, self.row_spec)
-        return scale[:, 0], zero[:, 0]
+        if not self.clip_grid:
+            return scale[:, 0], zero[:, 0]
+        weight = u_diag.float().reciprocal().square()[None, :]
+        best_scale, best_zero = scale[:, 0], zero[:, 0]
+        best_err = self._weighted_error(w, best_scale, best_zero, weight)
+        for i in range(1, int(self.max_shrink * self.clip_grid) + 1):
+            scale, zero = weight_qparams(w, self.row_spec, 1 - i / self.clip_grid)
+            err = self._weighted_error(w, scale[:, 0], zero[:, 0], weight)
+            better = err < best_err
+            best_err = torch.where(better, err, best_err)
+            best_scale = torch.where(better, scale[:, 0], best_scale)
+            best_zero = torch.where(better, zero[:, 0], best_zero)
+        return best_scale, best_zero
+
+    def _weighted_error(self, w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
+                        weight: torch.Tensor) -> torch.Tensor:
+        q = quantize_column(w, scale[:, None], zero[:, None], self.spec.qmax)
+        return ((w - q).square() * weight).sum(dim=1)
 
     def column_outliers(self, col: torch.Tensor, q: torch.Tensor, u_jj: torch.Tensor) -> torch.Tensor | None:
         """Bool mask [out] of the weights of this column kept in FP instead of `q` (None: none)."""

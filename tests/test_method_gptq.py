@@ -6,7 +6,7 @@ import torch
 
 from edgeasr.engine import Engine
 from edgeasr.quant.methods import get_method
-from edgeasr.quant.methods._hessian import gptq_quantize, sequential_stages
+from edgeasr.quant.methods._hessian import GPTQHooks, gptq_quantize, sequential_stages
 from edgeasr.quant.methods._stats import InputStats
 from edgeasr.quant.methods.gptq import GPTQOptions
 from edgeasr.quant.arch import GRAPHS
@@ -56,6 +56,20 @@ def test_core_beats_rounding_and_stays_on_grid():
             codes = quantize_weight(r.weight, r.scale, r.zero, spec)
             assert torch.allclose(dequantize_weight(codes, r.scale, r.zero, spec), r.weight, atol=1e-5)
             assert err(r.weight) < 0.7 * rtn, (act_order, static_groups, err(r.weight), rtn)
+
+
+def test_clipping_search_lowers_the_2_bit_error_and_stays_on_grid():
+    w, x, stats = _layer_problem()
+    w[::7, ::11] *= 6  # heavy-tailed rows: min/max spends the four levels on a few weights
+    spec = QuantSpec(2, granularity="group", group_size=32)
+    err = lambda wq: float(((x @ (wq - w).T) ** 2).mean())
+    plain = gptq_quantize(w, stats.hessian, spec)
+    assert torch.equal(gptq_quantize(w, stats.hessian, spec, hooks=GPTQHooks(spec, clip_grid=0)).weight, plain.weight)
+    searched = gptq_quantize(w, stats.hessian, spec, hooks=GPTQHooks(spec, clip_grid=20, max_shrink=0.75))
+    codes = quantize_weight(searched.weight, searched.scale, searched.zero, spec)
+    assert torch.allclose(dequantize_weight(codes, searched.scale, searched.zero, spec), searched.weight, atol=1e-5)
+    assert (searched.scale <= plain.scale * 1.0001).float().mean() > 0.5  # most grids shrank, none was forced to
+    assert err(searched.weight) < 0.9 * err(plain.weight), (err(searched.weight), err(plain.weight))
 
 
 def test_fp_channels_absorb_error():

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from edgeasr.quant.budget import ESTIMATORS, MB, byte_costs
-from edgeasr.quant.recipe import CalibrationOptions, Recipe, parse_group_at
+from edgeasr.quant.recipe import CalibrationOptions, Recipe, parse_group_at, parse_option
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class SweepOptions:
     group_size_at: tuple[tuple[int, int], ...] = ()
     """(bits, group size) pairs: the group size of the layers at those bits (`Recipe.group_size_at`), e.g.
     ((2, 32),) to give 2-bit layers smaller groups than the recipe's 64; applies to the uniform cells too."""
+    method_options: tuple[tuple[str, object], ...] = ()
+    """(key, value) options of the base methods (`quantize --option`), e.g. (("clip_grid", 20),); rows and
+    plot series carry them in their method label."""
     uniform: tuple[int, ...] = (4, 2)
     """Uniform bundles of each method to run besides the mixed ones (W4 first, W2 after all the mixed ones)."""
     threads: int = 2
@@ -62,9 +65,18 @@ def bundle_bytes(bundle: Path) -> int:
     return sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
 
 
+def method_label(method: str, options: dict) -> str:
+    """`gptq` or `gptq clip_grid=20`: a base method with non-default options is a series of its own."""
+    return " ".join([method] + [f"{k}={v}" for k, v in sorted(options.items())])
+
+
+def row_method(row: dict) -> str:
+    return method_label(row["method"], row.get("options") or {})
+
+
 def _done(out: Path) -> set[tuple]:
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.exists() else []
-    return {(r["model"], r["method"], r["kind"], r.get("estimator"), r["dataset"]) for r in rows}
+    return {(r["model"], row_method(r), r["kind"], r.get("estimator"), r["dataset"]) for r in rows}
 
 
 def effective_bits(recipe: Recipe, scores) -> float:
@@ -95,7 +107,8 @@ def plan_cells(options: SweepOptions) -> list[tuple[Recipe, str, str | None, flo
                [BudgetOptions(budget_mb=mb, estimator=options.estimator) for mb in reversed(budgets)])
     cells, lowest = [], []
     for method in options.methods:
-        recipe = Recipe(options.model, method, 4, calibration=calibration, group_size_at=groups)
+        recipe = Recipe(options.model, method, 4, calibration=calibration, group_size_at=groups,
+                        options=dict(options.method_options))
         for bits in options.uniform:  # W2 last: every method breaks there (bench/results/full.jsonl), W4 is the bar
             # only its own width's group size: uniform W4 stays the plain W4 recipe (and its cached checkpoint)
             uniform_recipe = dataclasses.replace(recipe, w_bits=bits,
@@ -123,7 +136,8 @@ def run(options: SweepOptions, out: Path) -> None:
     cells = plan_cells(options)
     done = _done(out)
     for i, (recipe, kind, estimator, mb, effective) in enumerate(cells):
-        todo = [d for d in options.datasets if (recipe.model, recipe.method, kind, estimator, d) not in done]
+        method = method_label(recipe.method, recipe.options)
+        todo = [d for d in options.datasets if (recipe.model, method, kind, estimator, d) not in done]
         if not todo:
             continue
         resolve_options = ResolveOptions(engine="bundle", threads=options.threads)
@@ -137,7 +151,8 @@ def run(options: SweepOptions, out: Path) -> None:
             utterances = out.parent / "utterances" / f"{recipe.label}-{dataset}.jsonl"
             utterances.parent.mkdir(exist_ok=True)
             report = evaluate(engine, dataset, rows_path=utterances, progress=True)
-            row = {"model": recipe.model, "method": recipe.method, "kind": kind, "estimator": estimator,
+            row = {"model": recipe.model, "method": recipe.method, "options": recipe.options, "kind": kind,
+                   "estimator": estimator,
                    "budget_mb": mb, "effective_bits": effective, "dataset": dataset, "wer": round(100 * report.wer.wer, 3),
                    "utterances": report.wer.utterances, "reference_words": report.wer.reference_words,
                    "bundle_bytes": bundle_bytes(bundle), "bundle_bytes_without_meta": sizes["total_bytes_without_meta"],
@@ -150,7 +165,7 @@ def run(options: SweepOptions, out: Path) -> None:
                    "load_avg_at_start": [round(x, 2) for x in load]}
             with out.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
-            log.info("[%d/%d] %s %s %s on %s: WER %.2f, %.3f MB", i + 1, len(cells), recipe.model, recipe.method,
+            log.info("[%d/%d] %s %s %s on %s: WER %.2f, %.3f MB", i + 1, len(cells), recipe.model, method,
                      kind, dataset, row["wer"], row["bundle_bytes"] / MB)
 
 
@@ -187,7 +202,7 @@ def write_report(rows: list[dict], out_dir: Path, stem: str = "sweep") -> tuple[
     fp = fp_wer()
     bundles: dict[tuple, dict] = {}
     for r in rows:
-        bundles.setdefault((r["model"], r["method"], r["kind"], r["estimator"]), {}).update(
+        bundles.setdefault((r["model"], row_method(r), r["kind"], r["estimator"]), {}).update(
             {"bytes": r["bundle_bytes"], "hist": r["bits_histogram"], "bits": r.get("effective_bits"),
              r["dataset"]: r["wer"]})
     lines = ["| model | method | recipe | effective bits | bundle MB | layers at 2/4/8 bits | "
@@ -237,6 +252,8 @@ def main() -> None:
     p.add_argument("--estimator", default=SweepOptions.estimator, choices=ESTIMATORS)
     p.add_argument("--group-at", nargs="*", default=[], metavar="BITS=GROUP", type=parse_group_at,
                    help="group size of the layers at BITS, e.g. 2=32 (Recipe.group_size_at); uniform cells too")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", type=parse_option,
+                   help="option of the base methods (repeatable), e.g. clip_grid=20")
     p.add_argument("--uniform", type=int, nargs="*", default=list(SweepOptions.uniform),
                    help="uniform widths to run besides the mixed bundles (none: only the mixed ones)")
     p.add_argument("--out", type=Path, default=Path("bench/results/budget/sweep.jsonl"))
@@ -246,7 +263,7 @@ def main() -> None:
     if not args.report_only:
         run(SweepOptions(model=args.model, methods=tuple(args.methods), points=args.points,
                          avg_bits=tuple(args.avg_bits), datasets=tuple(args.datasets), estimator=args.estimator,
-                         group_size_at=tuple(args.group_at),
+                         group_size_at=tuple(args.group_at), method_options=tuple(args.option),
                          uniform=tuple(args.uniform)), args.out)
     rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
     write_report(rows, args.out.parent, args.out.stem)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     from edgeasr.quant.budget import ESTIMATORS
-    from edgeasr.quant.recipe import parse_group_at
+    from edgeasr.quant.recipe import parse_group_at, parse_option
 
     p = sub.add_parser("quantize", help="quantize a model (recipe file or flags) into a checkpoint")
     p.add_argument("--recipe", type=Path, help="TOML recipe: a path, or the NAME of a shipped recipe (models/recipes/NAME.toml)")
@@ -36,19 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group-at", nargs="+", default=[], metavar="BITS=GROUP", type=parse_group_at,
                    help="group size of the layers stored at BITS (e.g. 2=32: a mixed recipe's 2-bit layers in groups "
                         "of 32, the rest at --group-size)")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (repeatable)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", type=parse_option,
+                   help="method option (repeatable)")
     p.add_argument("--out", type=Path, help="checkpoint directory (default: the cache)")
     p.add_argument("--list", action="store_true", help="list methods and their options")
     p.set_defaults(handler=run)
-
-
-def _parse_value(text: str):
-    import tomllib
-
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,9 +63,7 @@ def run(args: argparse.Namespace) -> int:
                                  "a_bits": args.a_bits, "group_size": args.group_size,
                                  "symmetric": args.symmetric}.items() if v is not None}
     options = dict(recipe.options)
-    for item in args.option:
-        key, _, value = item.partition("=")
-        options[key] = _parse_value(value)
+    options.update(args.option)
     calibration = recipe.calibration
     if args.calib_set and args.calib_dir:
         raise SystemExit("edgeasr quantize: give --calib-set or --calib-dir, not both")

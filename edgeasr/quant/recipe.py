@@ -193,6 +193,20 @@ class Recipe:
         return "\n".join(lines) + "\n"
 
 
+def parse_option(text: str) -> tuple[str, object]:
+    """`clip_grid=20` → ("clip_grid", 20): the `--option KEY=VALUE` argument of the CLIs (an argparse
+    `type`); the value is read as TOML (numbers, booleans, quoted strings), else kept as text."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not (sep and key.strip()):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. damp=0.1; got {text!r}")
+    try:
+        return key.strip(), tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value
+
+
 def parse_group_at(text: str) -> tuple[int, int]:
     """`2=32` → (2, 32): the `--group-at BITS=GROUP` argument of the CLIs (an argparse `type`)."""
     bits, sep, group = text.partition("=")

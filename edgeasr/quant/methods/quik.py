@@ -17,7 +17,7 @@ import torch
 
 from edgeasr.quant.job import QuantJob, to_quant_linear
 from edgeasr.quant.methods import register
-from edgeasr.quant.methods._hessian import gptq_quantize, walk_linears
+from edgeasr.quant.methods._hessian import GPTQHooks, gptq_quantize, walk_linears
 from edgeasr.quant.methods.gptq import GPTQOptions
 
 
@@ -45,7 +45,8 @@ def quik(job: QuantJob, options: QUIKOptions) -> None:
         idx = outlier_channels(stats.absmax, n)
         result = gptq_quantize(linear.weight, stats.hessian, job.w_spec, damp=options.damp,
                                block_size=options.block_size, act_order=options.act_order,
-                               static_groups=options.static_groups, keep_fp=idx)
+                               static_groups=options.static_groups, keep_fp=idx,
+                               hooks=GPTQHooks(job.w_spec, options.clip_grid, options.max_shrink))
         weight = result.weight.clone()
         if not idx.numel():
             return to_quant_linear(linear, job.w_spec, job.a_spec, weight=weight, scale=result.scale,

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from edgeasr.errors import QuantizationError
 from edgeasr.metrics.bits import SCALE_BITS
 from edgeasr.quant.job import QuantJob, to_quant_linear
 from edgeasr.quant.layers import dequantize_stat
@@ -187,6 +188,9 @@ class SpQRHooks(GPTQHooks):
           summary="small groups with quantized scales + sparse FP outlier weights, on GPTQ (SpQR)")
 def spqr(job: QuantJob, options: SpQROptions) -> None:
     job.w_spec.validate_weights()
+    if options.clip_grid:
+        raise QuantizationError("SpQR fits each group's grid without its outlier weights (which stay in FP) "
+                                "instead of clipping it: clip_grid is a GPTQ / QUIK option")
 
     def quantize(ctx, path, linear, stats):
         spec = job.w_spec_for(ctx.block, path)  # the recipe's grid (per-layer bits of a mixed recipe included)

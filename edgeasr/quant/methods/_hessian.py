@@ -110,25 +110,15 @@ class GPTQHooks:
         `clip_grid` the shrunk range (ratios 1 − i/clip_grid, down to 1 − max_shrink) whose rounding error,
         weighted as GPTQ weighs it (÷ U_jj²), is smallest per row. Min/max spends most of a 2-bit grid's
         four levels on a few large weights; the search trades them for resolution where it costs least."""
-        scale, zero = weight_qparams(w, self.row_spec)
         if not self.clip_grid:
+            scale, zero = weight_qparams(w, self.row_spec)
             return scale[:, 0], zero[:, 0]
-        weight = u_diag.float().reciprocal().square()[None, :]
-        best_scale, best_zero = scale[:, 0], zero[:, 0]
-        best_err = self._weighted_error(w, best_scale, best_zero, weight)
-        for i in range(1, int(self.max_shrink * self.clip_grid) + 1):
-            scale, zero = weight_qparams(w, self.row_spec, 1 - i / self.clip_grid)
-            err = self._weighted_error(w, scale[:, 0], zero[:, 0], weight)
-            better = err < best_err
-            best_err = torch.where(better, err, best_err)
-            best_scale = torch.where(better, scale[:, 0], best_scale)
-            best_zero = torch.where(better, zero[:, 0], best_zero)
-        return best_scale, best_zero
-
-    def _weighted_error(self, w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
-                        weight: torch.Tensor) -> torch.Tensor:
-        q = quantize_column(w, scale[:, None], zero[:, None], self.spec.qmax)
-        return ((w - q).square() * weight).sum(dim=1)
+        ratios = 1 - torch.arange(int(self.max_shrink * self.clip_grid) + 1) / self.clip_grid  # 1 first: min/max
+        scale, zero = weight_qparams(w, self.row_spec, ratios[:, None, None])  # [ratios, out, 1]
+        q = quantize_column(w, scale, zero, self.spec.qmax)  # [ratios, out, cols]
+        err = ((w - q).square() * u_diag.float().reciprocal().square()).sum(dim=-1)  # [ratios, out]
+        best = err.argmin(dim=0, keepdim=True)  # the first (widest) of equal errors
+        return scale[..., 0].gather(0, best)[0], zero[..., 0].gather(0, best)[0]
 
     def column_outliers(self, col: torch.Tensor, q: torch.Tensor, u_jj: torch.Tensor) -> torch.Tensor | None:
         """Bool mask [out] of the weights of this column kept in FP instead of `q` (None: none)."""

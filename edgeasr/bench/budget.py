@@ -218,7 +218,7 @@ def write_report(rows: list[dict], out_dir: Path, stem: str = "sweep") -> tuple[
                          + " | ".join(str(b.get(d, "")) for d in datasets) + " |")
     md = out_dir / f"{stem}.md"
     md.write_text("\n".join(lines) + "\n")
-    fig, axes = plt.subplots(len(models), len(datasets), figsize=(5.5 * len(datasets), 3.8 * len(models)),
+    fig, axes = plt.subplots(len(models), len(datasets), figsize=(8.5 * len(datasets), 3.8 * len(models)),
                              squeeze=False)
     for row_axes, model in zip(axes, models):
         for ax, dataset in zip(row_axes, datasets):
@@ -233,10 +233,10 @@ def write_report(rows: list[dict], out_dir: Path, stem: str = "sweep") -> tuple[
             ax.set_xlabel("bundle MB (10^6 bytes, every file)")
             ax.set_ylabel("WER %")
             ax.set_yscale("log")
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the panel: series are many
     png = out_dir / f"{stem}.png"
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
+    fig.savefig(png, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return md, png
 

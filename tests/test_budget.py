@@ -198,3 +198,20 @@ def test_group_at_argument_is_parsed_once_for_every_cli():
     for bad in ("2", "2=x", "=32", "2:32"):
         with pytest.raises(argparse.ArgumentTypeError, match="BITS=GROUP"):
             parse_group_at(bad)
+
+
+def test_method_options_are_read_as_toml_values_and_name_their_series() -> None:
+    import argparse
+
+    from edgeasr.bench.budget import method_label, row_method
+    from edgeasr.quant.recipe import parse_option
+
+    assert parse_option("clip_grid=100") == ("clip_grid", 100)
+    assert parse_option("max_shrink=0.8") == ("max_shrink", 0.8)
+    assert parse_option("act_order=false") == ("act_order", False)
+    assert parse_option("mode=smart") == ("mode", "smart")  # not TOML: kept as text
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+        parse_option("clip_grid")
+    assert method_label("gptq", {}) == "gptq"
+    assert method_label("gptq", {"max_shrink": 0.8, "clip_grid": 100}) == "gptq clip_grid=100 max_shrink=0.8"
+    assert row_method({"method": "awq"}) == "awq"  # rows written before options were recorded

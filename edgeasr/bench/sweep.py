@@ -80,14 +80,16 @@ def _crash_row(cell: Cell, exc: Exception) -> dict:
 
 
 def run_sweep(grid: Grid, results: Path, address: str | None = None, num_cpus: int | None = None,
-              retry_failed: bool = False, progress: bool = True, verbose: bool = False) -> SweepSummary:
-    """Run every cell of `grid` not yet in `results` (failed ones too with `retry_failed`)."""
+              retry_failed: bool = False, progress: bool = True, verbose: bool = False,
+              remeasure: bool = False) -> SweepSummary:
+    """Run every cell of `grid` not yet in `results` (failed ones too with `retry_failed`, all of them with
+    `remeasure`: the new rows are appended and the reports keep the newest row of a measurement)."""
     import ray
 
     from edgeasr.bench.cell import run_cell
 
     cells = grid.cells()
-    done = {r["key"] for r in read_rows(results) if r.get("status") == "ok" or not retry_failed}
+    done = set() if remeasure else {r["key"] for r in read_rows(results) if r.get("status") == "ok" or not retry_failed}
     todo = [c for c in cells if c.key not in done]
     summary = SweepSummary(len(cells), len(cells) - len(todo), 0, 0)
     if not todo:

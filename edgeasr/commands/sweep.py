@@ -14,6 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", help="address of a running Ray cluster (default: start one locally)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     p.add_argument("--retry-failed", action="store_true", help="run refused/failed cells again")
+    p.add_argument("--remeasure", action="store_true",
+                   help="run every cell again, done or not (after a change to the engine or a method: the "
+                        "reports keep the newest row of each measurement)")
     p.add_argument("--dry-run", action="store_true", help="list the cells still to run and stop")
     p.set_defaults(handler=run)
 
@@ -30,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'done' if cell.key in done else 'todo'}  {cell.label}")
         return 0
     summary = run_sweep(grid, results, args.address, args.num_cpus, args.retry_failed,
-                        verbose=args.verbose)
+                        verbose=args.verbose, remeasure=args.remeasure)
     print(f"{summary.ran} cells run ({summary.failed} refused or failed), {summary.skipped} already done, "
           f"{summary.cells} in the grid: {results}")
     return 0

@@ -22,7 +22,8 @@ from tqdm import tqdm
 from edgeasr.atomic import atomic_dir, verify_dir
 from edgeasr.data.asterisk import CALIB_SET, EVAL_SET, build_asterisk
 from edgeasr.data.codec2 import build_codec2
-from edgeasr.data.derived import build_longform, build_noisy_10db, build_noisy_20db, build_reverb, build_speed
+from edgeasr.data.derived import (build_longform, build_noisy_10db, build_noisy_20db, build_reverb, build_reverb_192,
+                                   build_speed)
 from edgeasr.data.hf import HUB_BUILDERS
 from edgeasr.data.manifest import MANIFEST_NAME, load_manifest, manifest_path, set_dir
 from edgeasr.data.mix import build_calib_mix
@@ -46,6 +47,7 @@ BUILDERS: dict[str, Builder] = {
     "noisy-en-20db": build_noisy_20db,
     "noisy-en-10db": build_noisy_10db,
     "reverb-en": build_reverb,
+    "reverb-en-192": build_reverb_192,
     "speed-en": build_speed,
     "calib-mix": build_calib_mix,
     **HUB_BUILDERS,

@@ -107,9 +107,9 @@ def build_longform(open_set: Callable[[str], Path]) -> None:
     write_manifest(out / MANIFEST_NAME, rows)
 
 
-def core_clips() -> list[Utterance]:
-    """The 48 clips the noisy and reverberant sets perturb: evenly spread asterisk-en and tts-en clips."""
-    return spread(usable("asterisk-en"), CORE_PER_SOURCE) + spread(usable("tts-en"), CORE_PER_SOURCE)
+def core_clips(per_source: int = CORE_PER_SOURCE) -> list[Utterance]:
+    """The clips the noisy and reverberant sets perturb: evenly spread asterisk-en and tts-en clips (48)."""
+    return spread(usable("asterisk-en"), per_source) + spread(usable("tts-en"), per_source)
 
 
 def perturbed_set(out: Path, name: str, clips: Sequence[Utterance],
@@ -162,17 +162,27 @@ build_noisy_20db = _noisy_builder(20)
 build_noisy_10db = _noisy_builder(10)
 
 
-def build_reverb(open_set: Callable[[str], Path]) -> None:
-    """`reverb-en`: the core clips through a synthetic room (RT60 0.3-0.8 s, direct-to-reverberant 0-6 dB)."""
-    out = open_set("reverb-en")
+def _reverb_builder(name: str, per_source: int) -> Callable[[Callable[[str], Path]], None]:
+    def build(open_set: Callable[[str], Path]) -> None:
+        """The core clips through a synthetic room (RT60 0.3-0.8 s, direct-to-reverberant 0-6 dB)."""
+        out = open_set(name)
 
-    def change(i: int, _utt: Utterance, audio: np.ndarray) -> tuple[str, np.ndarray]:
-        rng = rng_for(i, salt=3)
-        rt60 = rng.uniform(0.3, 0.8)
-        rir = effects.room_response(rng, rt60, drr_db=rng.uniform(0.0, 6.0))
-        return f"rt{int(rt60 * 1000)}", effects.reverberate(audio, rir)
+        def change(i: int, _utt: Utterance, audio: np.ndarray) -> tuple[str, np.ndarray]:
+            rng = rng_for(i, salt=3)
+            rt60 = rng.uniform(0.3, 0.8)
+            rir = effects.room_response(rng, rt60, drr_db=rng.uniform(0.0, 6.0))
+            return f"rt{int(rt60 * 1000)}", effects.reverberate(audio, rir)
 
-    perturbed_set(out, "reverb-en", core_clips(), change)
+        perturbed_set(out, name, core_clips(per_source), change)
+
+    build.__name__ = f"build_{name.replace('-', '_')}"
+    return build
+
+
+build_reverb = _reverb_builder("reverb-en", CORE_PER_SOURCE)
+build_reverb_192 = _reverb_builder("reverb-en-192", 4 * CORE_PER_SOURCE)
+"""Four times reverb-en's clips: on 48 clips a method and RTN differ by a few words that a paired bootstrap
+cannot tell from the choice of clips."""
 
 
 def build_speed(open_set: Callable[[str], Path]) -> None:

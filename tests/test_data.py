@@ -151,7 +151,8 @@ def test_manifest_path_round_trip(tmp_path: Path) -> None:
         load_manifest(path)
 
 
-NEW_SETS = ("longform-en", "noisy-en-20db", "noisy-en-10db", "reverb-en", "speed-en", "tts-en-calib", "calib-mix")
+NEW_SETS = ("longform-en", "noisy-en-20db", "noisy-en-10db", "reverb-en", "reverb-en-192", "speed-en", "tts-en-calib",
+            "calib-mix")
 
 
 @pytest.fixture(scope="module")

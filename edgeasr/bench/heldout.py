@@ -125,9 +125,14 @@ def main_table(rows: list[dict], model: str, calibration: str | None) -> str:
     return "\n".join(lines)
 
 
+def _clips_of(row: dict) -> tuple:
+    """Rows with the same value scored the same model on the same clips."""
+    return row["model"], row["dataset"], row.get("limit"), row.get("spread")
+
+
 def _measured_on(row: dict) -> tuple:
-    """Rows with the same value measured the same model on the same clips at the same bits."""
-    return row["model"], row["bits"], row.get("group_size"), row["dataset"], row.get("limit"), row.get("spread")
+    """Rows with the same value scored the same model on the same clips at the same bits and grid."""
+    return _clips_of(row) + (row["bits"], row.get("group_size"))
 
 
 def versus_rtn_table(rows: list[dict], calibration: str) -> str:
@@ -155,14 +160,11 @@ def versus_rtn_table(rows: list[dict], calibration: str) -> str:
 
 def early_end_versus_fp_table(rows: list[dict]) -> str:
     """Early-end words per method, split into clips the FP model also ends early (the model's own) and the rest."""
-    def clips_of(row: dict) -> tuple:
-        return row["model"], row["dataset"], row.get("limit"), row.get("spread")
-
-    fp = {clips_of(r): r for r in rows if r["method"] == "fp" and "clip_errors" in r}
+    fp = {_clips_of(r): r for r in rows if r["method"] == "fp" and "clip_errors" in r}
     lines = ["| model | set | method | bits | early-end words (clips) | on clips FP ends early too | added by quantization |",
              "|---|---|---|---|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (r["model"], r["dataset"], r["bits"] != "fp", r["method"])):
-        base = fp.get(clips_of(r))
+        base = fp.get(_clips_of(r))
         if "clip_errors" not in r or not base:
             continue
         early = {c: e[2] for c, e in r["clip_errors"].items() if e[2]}

@@ -108,7 +108,8 @@ def build_longform(open_set: Callable[[str], Path]) -> None:
 
 
 def core_clips(per_source: int = CORE_PER_SOURCE) -> list[Utterance]:
-    """The clips the noisy and reverberant sets perturb: evenly spread asterisk-en and tts-en clips (48)."""
+    """The clips the noisy and reverberant sets perturb: `per_source` evenly spread asterisk-en clips and as many
+    tts-en ones (48 in all at the default)."""
     return spread(usable("asterisk-en"), per_source) + spread(usable("tts-en"), per_source)
 
 

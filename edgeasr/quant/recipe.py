@@ -196,8 +196,6 @@ class Recipe:
 def parse_option(text: str) -> tuple[str, object]:
     """`clip_grid=20` → ("clip_grid", 20): the `--option KEY=VALUE` argument of the CLIs (an argparse
     `type`); the value is read as TOML (numbers, booleans, quoted strings), else kept as text."""
-    import tomllib
-
     key, sep, value = text.partition("=")
     if not (sep and key.strip()):
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. damp=0.1; got {text!r}")

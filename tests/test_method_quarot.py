@@ -155,6 +155,25 @@ def test_gptq_runs_on_the_shared_walk_and_beats_rtn(caplog):
     assert output_error(fp, gptq) < output_error(fp, quantized(MODEL, "quarot", 3))
 
 
+def test_mixed_bits_take_each_layers_width_and_the_plan_pays_for_the_signs():
+    """Under --avg-bits, QuaRot-GPTQ quantizes each linear at the width the plan chose for it, and the plan counts
+    the ±1 signs every rotated linear keeps: the effective bits measured on the quantized layers stay at or under
+    the target, and they are exactly what the plan spent."""
+    from edgeasr.quant.api import quantize
+    from edgeasr.quant.mixed import BudgetOptions, plan
+    from edgeasr.quant.recipe import Recipe
+
+    recipe = Recipe(MODEL, "quarot", 4, calibration=QUICK_CALIBRATION, group_size_at={2: 32},
+                    options={"weight_method": "gptq", "clip_grid": 20})
+    mixed, allocation, scores, _ = plan(recipe, BudgetOptions(avg_bits=3.0))
+    backend, _stats, _location = quantize(mixed)
+    layers = {name: m for name, m in backend.model.named_modules() if isinstance(m, QuantLinear)}
+    assert set(layers) == set(mixed.layer_bits) and {m.w_spec.bits for m in layers.values()} == {2, 4}
+    assert all(m.w_spec == mixed.w_spec_for(name) and m.hadamard and m.in_scale is not None for name, m in layers.items())
+    measured = sum(m.storage_bits().total for m in layers.values())
+    assert measured == allocation.cost <= 3.0 * sum(s.layout.weights for s in scores)
+
+
 def test_unsupported_options_are_refused():
     with pytest.raises(QuantizationError, match="rtn.*gptq"):
         quantized(MODEL, "quarot", 4, 8, weight_method="awq")

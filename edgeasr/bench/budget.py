@@ -153,7 +153,10 @@ def run(options: SweepOptions, out: Path) -> None:
             report = evaluate(engine, dataset, rows_path=utterances, progress=True)
             row = {"model": recipe.model, "method": recipe.method, "options": recipe.options, "kind": kind,
                    "estimator": estimator,
-                   "budget_mb": mb, "effective_bits": effective, "dataset": dataset, "wer": round(100 * report.wer.wer, 3),
+                   # measured on the exported layers (what the method kept: AWQ's and QuaRot's input vectors
+                   # too); the plan's count is kept beside it
+                   "budget_mb": mb, "effective_bits": sizes["effective_bits"], "planned_bits": effective,
+                   "dataset": dataset, "wer": round(100 * report.wer.wer, 3),
                    "utterances": report.wer.utterances, "reference_words": report.wer.reference_words,
                    "bundle_bytes": bundle_bytes(bundle), "bundle_bytes_without_meta": sizes["total_bytes_without_meta"],
                    "bits_histogram": {str(b): bits.count(b) for b in sorted(set(bits))},

@@ -44,6 +44,16 @@ def fixed_bundle_bytes(backend, recipe: Recipe, source_dir: Path | None, quantiz
         tokenizer.stat().st_size if tokenizer and tokenizer.exists() else 0)
 
 
+def with_method_vectors(scores: list[LayerScore], recipe: Recipe) -> list[LayerScore]:
+    """The scores with each layout carrying the input vectors the recipe's method adds to every linear (QuaRot's
+    signs), so that what the allocation spends is what the checkpoint and the bundle hold."""
+    from edgeasr.quant.methods import get_method
+
+    info = get_method(recipe.method)
+    vectors = info.input_vectors(info.make_options(recipe.options))
+    return [dataclasses.replace(s, layout=dataclasses.replace(s.layout, n_channel_vectors=vectors)) for s in scores]
+
+
 def plan(recipe: Recipe, options: BudgetOptions,
          scores: list[LayerScore] | None = None) -> tuple[Recipe, Allocation, list[LayerScore], int]:
     """The recipe with `layer_bits` chosen under the budget, the allocation, the scores (pass them back in to
@@ -60,6 +70,7 @@ def plan(recipe: Recipe, options: BudgetOptions,
     if scores is None:
         scores = score_layers(backend, dataclasses.replace(recipe, layer_bits={}), options.estimator,
                               source_sha=weights_sha(location))
+    scores = with_method_vectors(scores, recipe)
     if options.budget_mb is not None:
         source = Path(location) if Path(str(location)).is_dir() else None
         fixed = fixed_bundle_bytes(backend, recipe, source, {s.path for s in scores})

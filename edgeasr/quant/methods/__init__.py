@@ -40,6 +40,9 @@ class MethodInfo:
     needs_activation_quant: bool = False
     """Only meaningful when activations are quantized (a_bits < 16)."""
     summary: str = ""
+    input_vectors: Callable[[object], int] = lambda _options: 0
+    """Per-input-channel vectors (`in_scale`, `in_shift`) the method adds to every linear it quantizes, given its
+    options: a byte budget must pay for them before it chooses bits."""
 
     def make_options(self, values: dict):
         names = {f.name for f in dataclasses.fields(self.options)}
@@ -50,10 +53,11 @@ class MethodInfo:
 
 
 def register(name: str, options: type, *, calibrated: bool, needs_activation_quant: bool = False,
-             summary: str = "") -> Callable:
+             summary: str = "", input_vectors: Callable[[object], int] | None = None) -> Callable:
     """Declare a method function: attach its `MethodInfo` (the `METHODS` table says where it lives)."""
     def decorator(fn: Callable) -> Callable:
-        fn.method_info = MethodInfo(name, fn, options, calibrated, needs_activation_quant, summary)
+        fn.method_info = MethodInfo(name, fn, options, calibrated, needs_activation_quant, summary,
+                                    *([input_vectors] if input_vectors else []))
         return fn
 
     return decorator

@@ -42,7 +42,7 @@ from edgeasr.quant.layers import QuantLinear
 from edgeasr.quant.spec import QuantSpec
 from edgeasr.quant.hadamard import hadamard_transform, rotate_hessian
 from edgeasr.quant.methods import register
-from edgeasr.quant.methods._hessian import gptq_quantize, walk_linears
+from edgeasr.quant.methods._hessian import GPTQHooks, gptq_quantize, walk_linears
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,10 @@ class QuaRotOptions:
     """Rotate by the randomized Hadamard Q = D·H (D a seeded ±1 diagonal per layer), as the paper does; off: H alone."""
     seed: int = 0
     """Seed of the random signs."""
+    clip_grid: int = 0
+    """GPTQ only: as GPTQ's option, the clipping search of each group's grid on the rotated weights."""
+    max_shrink: float = 0.5
+    """GPTQ only: largest fraction of a group's range the clipping search may cut away."""
 
 
 @torch.no_grad()
@@ -215,7 +219,8 @@ def rotate_residual_stream(model: nn.Module, arch: ArchGraph, parts=("encoder", 
 
 
 @register("quarot", QuaRotOptions, calibrated=False,
-          summary="Hadamard rotation of every linear's input and weights (exact in FP) for W4A4/W4A8")
+          summary="Hadamard rotation of every linear's input and weights (exact in FP) for W4A4/W4A8",
+          input_vectors=lambda options: int(options.random_signs))  # the signs ride as each linear's in_scale
 def quarot(job: QuantJob, options: QuaRotOptions) -> None:
     if options.weight_method not in ("rtn", "gptq"):
         raise QuantizationError(f"quarot weight_method must be 'rtn' or 'gptq', got {options.weight_method!r}")
@@ -240,12 +245,14 @@ def quarot(job: QuantJob, options: QuaRotOptions) -> None:
         for _part, block, graph in job.blocks():
             fold_norms(block, graph)
     if options.weight_method == "gptq":
-        def quantize(_ctx, _path, linear, stats):
+        def quantize(ctx, path, linear, stats):
+            w_spec = job.w_spec_for(ctx.block, path)
             d = signs.draw(linear.in_features)
             hessian = stats.hessian if d is None else stats.hessian * torch.outer(d, d).to(stats.hessian)
-            result = gptq_quantize(rotated_weight(linear, d), rotate_hessian(hessian), job.w_spec,
-                                   damp=options.gptq_damp)  # Qᵀ·G·Q = Hᵀ·(D·G·D)·H
-            return rotated_layer(linear, job.w_spec, job.a_spec, d, weight=result.weight, scale=result.scale, zero=result.zero)
+            result = gptq_quantize(rotated_weight(linear, d), rotate_hessian(hessian), w_spec,
+                                   damp=options.gptq_damp,  # Qᵀ·G·Q = Hᵀ·(D·G·D)·H
+                                   hooks=GPTQHooks(w_spec, options.clip_grid, options.max_shrink))
+            return rotated_layer(linear, w_spec, job.a_spec, d, weight=result.weight, scale=result.scale, zero=result.zero)
 
         walk_linears(job, quantize, true_sequential=False)
         return
@@ -253,7 +260,8 @@ def quarot(job: QuantJob, options: QuaRotOptions) -> None:
     def rotate_block(block: nn.Module, graph: BlockGraph) -> None:
         for path in graph.linears:
             linear = block.get_submodule(path)
-            replace_module(block, path, rotated_layer(linear, job.w_spec, job.a_spec, signs.draw(linear.in_features)))
+            replace_module(block, path, rotated_layer(linear, job.w_spec_for(block, path), job.a_spec,
+                                                      signs.draw(linear.in_features)))
 
     if job.a_spec.enabled and not job.a_spec.dynamic:  # static activation grids are calibrated by the walk
         job.walk(lambda ctx: rotate_block(ctx.block, ctx.graph))

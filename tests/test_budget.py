@@ -214,4 +214,6 @@ def test_method_options_are_read_as_toml_values_and_name_their_series() -> None:
         parse_option("clip_grid")
     assert method_label("gptq", {}) == "gptq"
     assert method_label("gptq", {"max_shrink": 0.8, "clip_grid": 100}) == "gptq clip_grid=100 max_shrink=0.8"
-    assert row_method({"method": "awq"}) == "awq"  # rows written before options were recorded
+    assert row_method({"method": "awq", "calibration": {"n_clips": 16}}) == "awq"  # rows written before options
+    assert (row_method({"method": "quarot", "options": {"weight_method": "gptq"}, "calibration": {"n_clips": 64}})
+            == "quarot weight_method=gptq calib=64")  # a calibration size of its own is a series of its own

@@ -65,13 +65,15 @@ def bundle_bytes(bundle: Path) -> int:
     return sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
 
 
-def method_label(method: str, options: dict) -> str:
-    """`gptq` or `gptq clip_grid=20`: a base method with non-default options is a series of its own."""
-    return " ".join([method] + [f"{k}={v}" for k, v in sorted(options.items())])
+def method_label(method: str, options: dict, calib_clips: int = SweepOptions.calib_clips) -> str:
+    """`gptq`, `gptq clip_grid=20` or `gptq calib=64`: a base method with non-default options or calibration size
+    is a series of its own."""
+    calibration = [f"calib={calib_clips}"] if calib_clips != SweepOptions.calib_clips else []
+    return " ".join([method] + [f"{k}={v}" for k, v in sorted(options.items())] + calibration)
 
 
 def row_method(row: dict) -> str:
-    return method_label(row["method"], row.get("options") or {})
+    return method_label(row["method"], row.get("options") or {}, row["calibration"]["n_clips"])
 
 
 def _done(out: Path) -> set[tuple]:
@@ -136,7 +138,7 @@ def run(options: SweepOptions, out: Path) -> None:
     cells = plan_cells(options)
     done = _done(out)
     for i, (recipe, kind, estimator, mb, effective) in enumerate(cells):
-        method = method_label(recipe.method, recipe.options)
+        method = method_label(recipe.method, recipe.options, recipe.calibration.n_clips)
         todo = [d for d in options.datasets if (recipe.model, method, kind, estimator, d) not in done]
         if not todo:
             continue
@@ -257,6 +259,8 @@ def main() -> None:
                    help="group size of the layers at BITS, e.g. 2=32 (Recipe.group_size_at); uniform cells too")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", type=parse_option,
                    help="option of the base methods (repeatable), e.g. clip_grid=20")
+    p.add_argument("--calib-clips", type=int, default=SweepOptions.calib_clips,
+                   help="calibration sequences of the calibrated base methods (calib-mix)")
     p.add_argument("--uniform", type=int, nargs="*", default=list(SweepOptions.uniform),
                    help="uniform widths to run besides the mixed bundles (none: only the mixed ones)")
     p.add_argument("--out", type=Path, default=Path("bench/results/budget/sweep.jsonl"))
@@ -267,7 +271,7 @@ def main() -> None:
         run(SweepOptions(model=args.model, methods=tuple(args.methods), points=args.points,
                          avg_bits=tuple(args.avg_bits), datasets=tuple(args.datasets), estimator=args.estimator,
                          group_size_at=tuple(args.group_at), method_options=tuple(args.option),
-                         uniform=tuple(args.uniform)), args.out)
+                         uniform=tuple(args.uniform), calib_clips=args.calib_clips), args.out)
     rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
     write_report(rows, args.out.parent, args.out.stem)
 

@@ -35,7 +35,7 @@ from typing import Union
 
 from edgeasr.engine import Engine
 from edgeasr.errors import CheckpointError, EdgeASRError, QuantizationError
-from edgeasr.metrics.bits import DEFAULT_HEAD_BITS, FRONT_END_BITS
+from edgeasr.metrics.bits import DEFAULT_HEAD_BITS, DEFAULT_HEAD_BLOCK, FRONT_END_BITS
 from edgeasr.paths import cache_dir
 from edgeasr.quant.recipe import Recipe
 from edgeasr.runtime.bundle import ARCHIVE_SUFFIX, META
@@ -75,6 +75,8 @@ class ResolveOptions:
     head_bits: int = DEFAULT_HEAD_BITS
     """Bits of the tied token table / output head of bundles exported from a checkpoint (8 or 4; 16 = FP32).
     FP models are exported with an FP32 head. The same default as `ExportOptions` (from `metrics.bits`)."""
+    head_group_size: int = DEFAULT_HEAD_BLOCK
+    """Columns per scale of that head (`ExportOptions.head_group_size`)."""
     accuracy_level: int = 4
     """MatMulNBits compute of exported bundles' decoder step: 4 = int8 activations per block (`ExportOptions`)."""
     clip_accuracy_level: int = 1
@@ -178,7 +180,8 @@ def _export_settings(request: _Request, options: ResolveOptions) -> dict:
     # int8 conv / position tables for quantized recipes (ExportOptions); FP models keep an FP32 front end,
     # which bundle.json records as 32 (and bundles exported before the setting existed by leaving it out).
     front_end = FP32_FRONT_END if request.recipe is None else FRONT_END_BITS
-    return {"head_bits": head, "front_end_bits": front_end, "accuracy_level": options.accuracy_level,
+    return {"head_bits": head, "head_block_size": None if head == 16 else options.head_group_size,
+            "front_end_bits": front_end, "accuracy_level": options.accuracy_level,
             "clip_accuracy_level": options.clip_accuracy_level}
 
 
@@ -373,6 +376,7 @@ def _export(request: _Request, checkpoint: Path | None, export: dict) -> Path:
     try:
         export_bundle(staging, checkpoint=checkpoint, model_name=request.model if checkpoint is None else None,
                       options=ExportOptions(head_bits=export["head_bits"], accuracy_level=export["accuracy_level"],
+                                            head_group_size=export["head_block_size"] or DEFAULT_HEAD_BLOCK,
                                             clip_accuracy_level=export["clip_accuracy_level"],
                                             front_end_bits=front_end if front_end < 16 else None))
         (staging / PROVENANCE).write_text(json.dumps({

@@ -44,6 +44,28 @@ def test_weight_error_below_rtn(symmetric):
     assert hqq_l2 < 0.95 * rtn_l2
 
 
+def test_grid_spans_every_group_unless_told_not_to():
+    """keep_range (the default): the refit scale never cuts a group's largest weights off its grid, which is what
+    broke Whisper at 3 bits; without it the lp-norm clips some groups of these same layers."""
+    spec = QuantSpec(3, False, "group", 64)
+    model = fp_backend(MODEL).model
+    clipped = {True: 0, False: 0}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and (".layers.0." in name):
+            w = module.weight.detach().float()
+            groups = w.reshape(w.shape[0], -1, 64) if w.shape[1] % 64 == 0 else None
+            if groups is None:
+                continue
+            lo, hi = groups.amin(-1).clamp(max=0), groups.amax(-1).clamp(min=0)
+            for keep in (True, False):
+                scale, zero = hqq_qparams(w, spec, HQQOptions(keep_range=keep))
+                # clipped: a weight further than half a step outside the grid (min/max rounding's own bound)
+                tolerance = 1e-5 * (hi - lo)
+                clipped[keep] += int(((-(zero + 0.5) * scale > lo + tolerance)
+                                      | ((spec.qmax - zero + 0.5) * scale < hi - tolerance)).sum())
+    assert clipped[True] == 0 and clipped[False] > 0, clipped
+
+
 def test_w3_output_error_below_rtn():
     fp = fp_backend(MODEL)
     err_hqq = output_error(fp, quantized(MODEL, "hqq", 3))

@@ -17,6 +17,7 @@ import os
 import re
 from pathlib import Path
 
+from edgeasr.metrics.bits import DEFAULT_HEAD_BLOCK
 from edgeasr.quant.budget import ESTIMATORS, MB, byte_costs
 from edgeasr.quant.recipe import CalibrationOptions, Recipe, parse_group_at, parse_option
 
@@ -54,6 +55,8 @@ class SweepOptions:
     """Uniform bundles of each method to run besides the mixed ones (W4 first, W2 after all the mixed ones)."""
     threads: int = 2
     """ONNX Runtime intra-op threads of the evaluation."""
+    head_group_size: int = DEFAULT_HEAD_BLOCK
+    """Columns per scale of the bundles' 4-bit head; another value is a series of its own ("head g32" in the kind)."""
 
 
 def sensitivity_calibration(options: SweepOptions) -> CalibrationOptions:
@@ -99,6 +102,7 @@ def plan_cells(options: SweepOptions) -> list[tuple[Recipe, str, str | None, flo
     calibration = CalibrationOptions("calib-mix", n_clips=options.calib_clips)
     groups = dict(options.group_size_at)
     grids = "".join(f" (W{b} g{g})" for b, g in sorted(groups.items()))  # in the kind: rows stay apart
+    head = f" head g{options.head_group_size}" if options.head_group_size != DEFAULT_HEAD_BLOCK else ""
     scored = Recipe(options.model, "rtn", 4, calibration=sensitivity_calibration(options), group_size_at=groups)
     _, _, scores, fixed = plan(scored, BudgetOptions(budget_mb=1e6, estimator=options.estimator))
     uniform = {b: fixed + sum(byte_costs(s.layout, group_at=groups)[b] for s in scores) for b in (2, 4)}
@@ -116,7 +120,7 @@ def plan_cells(options: SweepOptions) -> list[tuple[Recipe, str, str | None, flo
             uniform_recipe = dataclasses.replace(recipe, w_bits=bits,
                                                  group_size_at={b: g for b, g in groups.items() if b == bits})
             group = f" g{groups[bits]}" if bits in groups else ""
-            cell = (uniform_recipe, f"uniform W{bits}{group}", None, None, effective_bits(uniform_recipe, scores))
+            cell = (uniform_recipe, f"uniform W{bits}{group}{head}", None, None, effective_bits(uniform_recipe, scores))
             (cells if bits >= 4 else lowest).append(cell)
         for target in targets:  # the largest first: the closest to uniform W4
             # the scores come from the cache: scored once per model, grid and calibration
@@ -124,7 +128,7 @@ def plan_cells(options: SweepOptions) -> list[tuple[Recipe, str, str | None, flo
                                   scores)
             mixed = dataclasses.replace(mixed, calibration=calibration)
             kind = (f"mixed {target.budget_mb:.2f} MB" if target.budget_mb is not None
-                    else f"mixed {target.avg_bits:.2f} bits") + grids
+                    else f"mixed {target.avg_bits:.2f} bits") + grids + head
             cells.append((mixed, kind, options.estimator, target.budget_mb, effective_bits(mixed, scores)))
     return cells + lowest
 
@@ -142,7 +146,7 @@ def run(options: SweepOptions, out: Path) -> None:
         todo = [d for d in options.datasets if (recipe.model, method, kind, estimator, d) not in done]
         if not todo:
             continue
-        resolve_options = ResolveOptions(engine="bundle", threads=options.threads)
+        resolve_options = ResolveOptions(engine="bundle", threads=options.threads, head_group_size=options.head_group_size)
         bundle = bundle_path(recipe, resolve_options)
         sizes = read_bundle(bundle).data["sizes"]
         engine = resolve(bundle, resolve_options)
@@ -162,7 +166,7 @@ def run(options: SweepOptions, out: Path) -> None:
                    "utterances": report.wer.utterances, "reference_words": report.wer.reference_words,
                    "bundle_bytes": bundle_bytes(bundle), "bundle_bytes_without_meta": sizes["total_bytes_without_meta"],
                    "bits_histogram": {str(b): bits.count(b) for b in sorted(set(bits))},
-                   "layer_bits": recipe.layer_bits, "group_size_at": {str(b): g for b, g in recipe.group_size_at.items()},
+                   "head_group_size": options.head_group_size, "layer_bits": recipe.layer_bits, "group_size_at": {str(b): g for b, g in recipe.group_size_at.items()},
                    "label": recipe.label, "engine": "bundle",
                    "sensitivity_clips": options.sensitivity_clips if estimator else None,
                    "calibration": dataclasses.asdict(recipe.calibration),
@@ -188,8 +192,8 @@ def series_of(row_key: tuple) -> str:
     """The plot series of a bundle: all uniform recipes of a method form one; mixed ones split by estimator and
     by the group sizes of their widths (the part of the kind after the budget, e.g. "(W2 g32)")."""
     _, method, kind, estimator = row_key
-    if estimator is None:
-        return f"{method} uniform"
+    if estimator is None:  # a head grid of their own ("head g32") makes another series
+        return f"{method} uniform" + (" head " + kind.split(" head ", 1)[1] if " head " in kind else "")
     grids = kind.split(" bits", 1)[-1] if " bits" in kind else kind.split(" MB", 1)[-1]
     return f"{method} mixed ({estimator}){grids}"
 
@@ -261,6 +265,8 @@ def main() -> None:
                    help="option of the base methods (repeatable), e.g. clip_grid=20")
     p.add_argument("--calib-clips", type=int, default=SweepOptions.calib_clips,
                    help="calibration sequences of the calibrated base methods (calib-mix)")
+    p.add_argument("--head-group", type=int, default=SweepOptions.head_group_size,
+                   help="columns per scale of the bundles' 4-bit head")
     p.add_argument("--uniform", type=int, nargs="*", default=list(SweepOptions.uniform),
                    help="uniform widths to run besides the mixed bundles (none: only the mixed ones)")
     p.add_argument("--out", type=Path, default=Path("bench/results/budget/sweep.jsonl"))
@@ -271,7 +277,8 @@ def main() -> None:
         run(SweepOptions(model=args.model, methods=tuple(args.methods), points=args.points,
                          avg_bits=tuple(args.avg_bits), datasets=tuple(args.datasets), estimator=args.estimator,
                          group_size_at=tuple(args.group_at), method_options=tuple(args.option),
-                         uniform=tuple(args.uniform), calib_clips=args.calib_clips), args.out)
+                         uniform=tuple(args.uniform), calib_clips=args.calib_clips,
+                         head_group_size=args.head_group), args.out)
     rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
     write_report(rows, args.out.parent, args.out.stem)
 

@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head-bits", type=int, choices=(4, 8, 16), default=None,
                    help="bits of the tied embedding / output head (default: ExportOptions.head_bits for a "
                         "checkpoint, 16 = FP32 for --model)")
+    p.add_argument("--head-group-size", type=int, choices=(16, 32, 64, 128), default=None,
+                   help="columns per scale of that head (default: ExportOptions.head_group_size, 64); 32 costs a "
+                        "quarter bit more per head weight and held whisper-base's 3-bit bundles together")
     p.add_argument("--front-end-bits", type=int, choices=(8, 16), default=None,
                    help="conv front end and position tables: 8 = int8 per row (default for a checkpoint), 16 = keep FP32")
     p.add_argument("--accuracy-level", type=int, choices=(0, 1, 2, 3, 4),
@@ -38,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     level = defaults.accuracy_level if args.accuracy_level is None else args.accuracy_level
     clip_level = defaults.clip_accuracy_level if args.clip_accuracy_level is None else args.clip_accuracy_level
     front_end = defaults.front_end_bits if args.front_end_bits is None else args.front_end_bits
-    options = ExportOptions(head_bits=head_bits, front_end_bits=None if front_end == 16 else front_end,
+    head_group = defaults.head_group_size if args.head_group_size is None else args.head_group_size
+    options = ExportOptions(head_bits=head_bits, head_group_size=head_group,
+                            front_end_bits=None if front_end == 16 else front_end,
                             accuracy_level=level, clip_accuracy_level=clip_level, archive=args.archive)
     out = export_bundle(args.out, checkpoint=args.checkpoint, model_name=args.model, options=options)
     meta = read_bundle(out, verify=False).data

@@ -26,20 +26,6 @@ def test_label_names_every_choice():
     assert Recipe("/models/whisper-tiny.en", "rtn").label.startswith("whisper-tiny.en-rtn-")
 
 
-def test_a_method_revision_renames_its_checkpoints_and_cells(monkeypatch):
-    """HQQ's revision 2 changed a default: its labels (cache folders) and sweep cells must not be revision 1's;
-    a method never revised keeps the labels and cell keys it always had."""
-    from edgeasr.bench.grid import Cell
-    from edgeasr.quant import methods
-
-    hqq = Cell(Recipe("moonshine-tiny", "hqq", 3), "tts-en", 50, True)
-    label, key = hqq.recipe.label, hqq.key
-    assert label == "moonshine-tiny-hqq-w3a16g64-r2"
-    assert Recipe("moonshine-tiny", "gptq", 3).label == "moonshine-tiny-gptq-w3a16g64"
-    monkeypatch.setitem(methods.REVISIONS, "hqq", 1)
-    assert hqq.recipe.label == "moonshine-tiny-hqq-w3a16g64" and hqq.key != key
-
-
 def test_every_shipped_recipe_loads_by_name_and_validates():
     names = sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
     assert len(names) >= 6

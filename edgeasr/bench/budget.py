@@ -147,6 +147,7 @@ def run(options: SweepOptions, out: Path) -> None:
         if not todo:
             continue
         resolve_options = ResolveOptions(engine="bundle", threads=options.threads, head_group_size=options.head_group_size)
+        head_suffix = f"-headg{options.head_group_size}" if options.head_group_size != DEFAULT_HEAD_BLOCK else ""
         bundle = bundle_path(recipe, resolve_options)
         sizes = read_bundle(bundle).data["sizes"]
         engine = resolve(bundle, resolve_options)
@@ -154,7 +155,8 @@ def run(options: SweepOptions, out: Path) -> None:
         for dataset in todo:
             load = os.getloadavg()
             # per-utterance rows kept, so a subset's WER (e.g. the 50-utterance spread) can be read off later
-            utterances = out.parent / "utterances" / f"{recipe.label}-{dataset}.jsonl"
+            # named as the checkpoint (a calibration of its own) and the bundle (a head grid of its own) are
+            utterances = out.parent / "utterances" / f"{recipe.cache_name}{head_suffix}-{dataset}.jsonl"
             utterances.parent.mkdir(exist_ok=True)
             report = evaluate(engine, dataset, rows_path=utterances, progress=True)
             row = {"model": recipe.model, "method": recipe.method, "options": recipe.options, "kind": kind,

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Literal
 
 from edgeasr.errors import EdgeASRError
-from edgeasr.quant.methods import REVISIONS
 from edgeasr.quant.recipe import CalibrationOptions, Recipe
 
 FP_METHOD = "fp"
@@ -71,9 +70,6 @@ class Cell:
     def key(self) -> str:
         """Identity for resuming: everything that changes the result, hashed."""
         data = {"recipe": self.recipe.to_dict(), "dataset": self.dataset, "limit": self.limit, "spread": self.spread}
-        revision = REVISIONS.get(self.recipe.method, 1)
-        if revision > 1:  # only then: the keys of every cell measured before revisions existed stay as they were
-            data["revision"] = revision
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from edgeasr.errors import QuantizationError
 from edgeasr.paths import package_data
-from edgeasr.quant.methods import REVISIONS
 
 RECIPE_DIR = package_data("edgeasr.recipes")
 """The shipped recipes (`models/recipes/` in the repository): `--recipe NAME` finds NAME.toml here."""
@@ -112,8 +111,6 @@ class Recipe:
             digest = hashlib.sha1(repr(sorted(self.layer_bits.items())).encode()).hexdigest()[:8]
             suffix += f"-mix{digest}"
         suffix += "".join(f"-w{b}g{g}" for b, g in sorted(self.group_size_at.items()))
-        revision = REVISIONS.get(self.method, 1)
-        suffix += f"-r{revision}" if revision > 1 else ""
         return f"{model}-{self.method}-w{self.w_bits}a{self.a_bits}{group}{'-sym' if self.symmetric else ''}{suffix}"
 
     @property

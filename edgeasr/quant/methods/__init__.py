@@ -29,12 +29,6 @@ METHODS: dict[str, str] = {
 }
 """RTN is the baseline; the next eight are the study's methods; HQQ (calibration-free) is the ninth."""
 
-REVISIONS: dict[str, int] = {
-    "hqq": 2,  # keep_range: the refit scale no longer clips a group (session 12)
-}
-"""A method's revision, bumped when a change of its defaults changes what it computes. Recipe labels carry it
-(`-r2`), so a checkpoint cached, or a result measured, under the old behaviour is never taken for the new one."""
-
 
 @dataclass(frozen=True)
 class MethodInfo:

@@ -217,3 +217,12 @@ def test_method_options_are_read_as_toml_values_and_name_their_series() -> None:
     assert row_method({"method": "awq", "calibration": {"n_clips": 16}}) == "awq"  # rows written before options
     assert (row_method({"method": "quarot", "options": {"weight_method": "gptq"}, "calibration": {"n_clips": 64}})
             == "quarot weight_method=gptq calib=64")  # a calibration size of its own is a series of its own
+
+
+def test_a_head_grid_of_its_own_is_a_series_of_its_own() -> None:
+    """Bundles whose head is stored in other groups than the default 64 never join the default series."""
+    from edgeasr.bench.budget import series_of
+
+    assert series_of(("m", "gptq", "uniform W4", None)) == "gptq uniform"
+    assert series_of(("m", "quarot", "uniform W2 g32 head g32", None)) == "quarot uniform head g32"
+    assert series_of(("m", "gptq", "mixed 3.00 bits (W2 g32) head g32", "hessian")) == "gptq mixed (hessian) (W2 g32) head g32"

@@ -140,17 +140,20 @@ def test_a_ragged_last_group_is_a_kernel_of_its_own():
                                rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("bits", [4, 8])
-def test_the_lookup_reads_the_heads_own_storage(bits):
-    """Token rows of a 288-wide table (blocks of 64 and a 32-wide tail) from the head's packed bytes, scales and
-    zero points (stored once, shared with its MatMulNBits): the dequantized rows exactly."""
+@pytest.mark.parametrize(("bits", "group"), [(4, 64), (8, 64), (4, 32)])
+def test_the_lookup_reads_the_heads_own_storage(bits, group):
+    """Token rows of a 288-wide table (blocks of 64 and a 32-wide tail, or nine blocks of 32: the head's group size
+    is an export setting) from the head's packed bytes, scales and zero points (stored once, shared with its
+    MatMulNBits): the dequantized rows exactly."""
     from edgeasr.export.packing import pack_table
     from edgeasr.export.rewrite import HEAD, _lookup_nodes
 
     table = torch.randn(100, 288, generator=torch.Generator().manual_seed(3))
-    head = pack_table(table, bits, 64)
+    head = pack_table(table, bits, group)
+    assert head.block_size == group and (head.tail is None) == (288 % group == 0)
+    parts = [(HEAD, head)] + ([(f"{HEAD}.tail", head.tail)] if head.tail is not None else [])
     inits, prelude = [], []
-    for name, part in ((HEAD, head), (f"{HEAD}.tail", head.tail)):
+    for name, part in parts:
         part_inits, part_nodes, _ = kernel_inputs(name, part)
         inits += part_inits
         prelude += part_nodes
@@ -169,6 +172,6 @@ def test_the_lookup_reads_the_heads_own_storage(bits):
         w = (codes.reshape(p.n, p.n_blocks, -1) - p.zero_points[..., None].astype(np.float32)) * p.scales[..., None]
         return w.reshape(p.n, -1)[:, : p.k]
 
-    expected = np.concatenate([dequantized(head), dequantized(head.tail)], axis=1)[ids[0]]
+    expected = np.concatenate([dequantized(part) for _, part in parts], axis=1)[ids[0]]
     np.testing.assert_array_equal(rows[0], expected.astype(np.float32))
     assert not any("zero_points3" in t.name for t in inits)  # no second copy of the zero points on disk

@@ -45,8 +45,8 @@ def test_weight_error_below_rtn(symmetric):
 
 
 def test_grid_spans_every_group_unless_told_not_to():
-    """keep_range (the default): the refit scale never cuts a group's largest weights off its grid, which is what
-    broke Whisper at 3 bits; without it the lp-norm clips some groups of these same layers."""
+    """With keep_range the refit scale never cuts a group's largest weights off its grid (what broke Whisper at 3
+    bits); without it (the default) the lp-norm clips some groups of these same layers."""
     spec = QuantSpec(3, False, "group", 64)
     model = fp_backend(MODEL).model
     clipped = {True: 0, False: 0}

@@ -30,6 +30,10 @@ METHODS: dict[str, str] = {
 """RTN is the baseline; the next eight are the study's methods; HQQ (calibration-free) is the ninth."""
 
 
+def no_input_vectors(_options) -> int:
+    return 0
+
+
 @dataclass(frozen=True)
 class MethodInfo:
     name: str
@@ -40,7 +44,7 @@ class MethodInfo:
     needs_activation_quant: bool = False
     """Only meaningful when activations are quantized (a_bits < 16)."""
     summary: str = ""
-    input_vectors: Callable[[object], int] = lambda _options: 0
+    input_vectors: Callable[[object], int] = no_input_vectors
     """Per-input-channel vectors (`in_scale`, `in_shift`) the method adds to every linear it quantizes, given its
     options: a byte budget must pay for them before it chooses bits."""
 
@@ -53,11 +57,10 @@ class MethodInfo:
 
 
 def register(name: str, options: type, *, calibrated: bool, needs_activation_quant: bool = False,
-             summary: str = "", input_vectors: Callable[[object], int] | None = None) -> Callable:
+             summary: str = "", input_vectors: Callable[[object], int] = no_input_vectors) -> Callable:
     """Declare a method function: attach its `MethodInfo` (the `METHODS` table says where it lives)."""
     def decorator(fn: Callable) -> Callable:
-        fn.method_info = MethodInfo(name, fn, options, calibrated, needs_activation_quant, summary,
-                                    *([input_vectors] if input_vectors else []))
+        fn.method_info = MethodInfo(name, fn, options, calibrated, needs_activation_quant, summary, input_vectors)
         return fn
 
     return decorator

@@ -122,14 +122,14 @@ def hqq_qparams(w: torch.Tensor, spec: QuantSpec, options: HQQOptions = HQQOptio
             scale = _refit_scale(q, zero, target, valid, s_new)
         elif options.optimize_scale:                         # symmetric grid: zero point is fixed, fit the scale
             scale = _refit_scale(q, zero, target, valid, scale)
+        else:                                                # original HQQ: closed-form zero point
+            z = ((q - target / scale[..., None]) * valid).sum(-1) / n
+            zero = torch.round(z).clamp(0, qmax)
         if options.optimize_scale and options.keep_range:
             cover = _covering_scale(lo, hi, zero, qmax)
             spans = torch.isfinite(cover)  # where no scale spans the group at this zero point, min/max's grid does
             scale = torch.where(spans, torch.maximum(scale, cover), minmax_scale)
             zero = torch.where(spans, zero, minmax_zero)
-        else:                                                # original HQQ: closed-form zero point
-            z = ((q - target / scale[..., None]) * valid).sum(-1) / n
-            zero = torch.round(z).clamp(0, qmax)
         beta *= options.kappa
     return best_scale, best_zero
 

@@ -112,7 +112,9 @@ def assert_bundle_holds_codes(model: torch.nn.Module, bundle: Path) -> None:
             codes.append(unpack(PackedWeight(record["bits"], record["storage_bits"], block, k, record["n"],
                                              graph[f"{prefix}.B"], scale, np.zeros(0, np.uint8))))
             scales.append(scale)
-            zeros.append(unpack_rows(graph[f"{prefix}.zero_points"], record["storage_bits"], record["n"], scale.shape[1]))
+            stored = graph[f"{prefix}.zero_points"]
+            zeros.append(stored.reshape(record["n"], -1) if record.get("float_zero") else
+                         unpack_rows(stored, record["storage_bits"], record["n"], scale.shape[1]))
         assert np.array_equal(np.concatenate(codes, axis=1), layer.codes.numpy()), name
         # fp16 as stored; the layer's scales are fp16 numbers, so the widened values are its own
         assert np.array_equal(np.concatenate(scales, axis=1).astype(np.float32), layer.scale.numpy()), name

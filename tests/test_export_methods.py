@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import edgeasr.paths
 from edgeasr.backends.hf import HFBackend
@@ -101,6 +102,8 @@ def _make_checkpoint(case: str, target: Path) -> Path:
         m = METHODS[case]
         return quantized_checkpoint(target, MODEL, m.method, m.w_bits, m.a_bits, calibration=QUICK_CALIBRATION,
                                     **m.options)
+    if case == "hqq-float-zero":
+        return quantized_checkpoint(target, MODEL, "hqq", 3, float_zero=True, optimize_scale=False)
     bits = int(case.removeprefix("rtn-w"))  # RTN is calibration-free: the cached checkpoint is the one to export
     return load_or_quantize(MODEL, "rtn", bits)
 
@@ -169,6 +172,26 @@ def test_quik_outlier_channels_stay_out_of_the_int8_grid(exported):
         mask = initializers[records[name]["graph"]][f"{records[name]['node']}.outlier_mask"]
         assert np.array_equal(np.flatnonzero(mask == 0), layer.outlier_idx.numpy()), name
         assert np.all(mask[mask != 0] == 1), name
+
+
+def test_real_valued_zero_points_reach_the_kernel_unrounded(exported):
+    """HQQ's zero points stay real numbers (fp16) from the fit to MatMulNBits: the bundle holds the checkpoint's
+    codes, scales and zero points exactly, computes what its fake-quant model computes, and its records and card
+    count the 16 bits each zero point costs."""
+    made = exported("hqq-float-zero")
+    layers = quant_layers(made.reference.model)
+    assert all(m.float_zero for m in layers.values())
+    assert any(not torch.equal(m.zero, m.zero.round()) for m in layers.values())
+    assert_bundle_holds_codes(made.reference.model, made.bundle)
+    errors = bundle_errors(made.reference, OnnxBackend.load(made.bundle), held_out_clips(N_CLIPS))
+    assert max(errors["encoder"]) < TOLERANCE and max(errors["logits"]) < TOLERANCE, errors
+    meta = read_bundle(made.bundle).data
+    records = meta["weights"]["layers"]
+    bias = lambda name: 0 if layers[name].bias is None else 4 * layers[name].out_features  # fp32, not in the kernel
+    assert all(r["float_zero"] and r["packed_bytes"] + bias(name) == layers[name].weight_bytes()
+               for name, r in records.items())
+    assert all(r["effective_bits"]["zeros"] == 16 * r["n"] * -(-r["k"] // 64) for r in records.values() if not r["tail"])
+    assert sum(n.startswith(f"{len(records)} layers keep real-valued zero points") for n in card_notes(meta)) == 1
 
 
 @pytest.mark.parametrize("bits,container", [(2, 2), (3, 4)])

@@ -34,6 +34,15 @@ def _plain_layer() -> QuantLinear:
                                   sparse_idx=torch.tensor([[1, 5], [3, 60]]), sparse_val=torch.tensor([0.5, -0.25]))
 
 
+def _float_zero_layer() -> QuantLinear:
+    """8 × 64, W2 in groups of 16, real-valued zero points (HQQ): fp16 values between and beyond the grid's steps."""
+    gen = torch.Generator().manual_seed(3)
+    codes = torch.randint(0, 4, (8, 64), generator=gen, dtype=torch.uint8)
+    scale = torch.rand(8, 4, generator=gen) / 10 + 0.01
+    zero = torch.rand(8, 4, generator=gen) * 4 - 0.5
+    return QuantLinear.from_codes(codes, scale, zero, None, QuantSpec(2, group_size=16), FP, float_zero=True)
+
+
 def _stat_layer(out: int = 40) -> QuantLinear:
     """out × 64, W4 in groups of 16, scales as 3-bit codes with an fp16 (min, step) per 16 rows."""
     gen = torch.Generator().manual_seed(1)
@@ -69,6 +78,19 @@ def test_effective_bits_of_a_hand_built_layer():
     assert size.total_bytes == sum(r.weight_bytes for r in records) + size.total_parts["head"]
 
 
+def test_real_valued_zero_points_cost_16_bits_each():
+    layer = _float_zero_layer()
+    assert layer.float_zero and layer.zero.dtype == torch.float16
+    assert not torch.equal(layer.zero, layer.zero.round())  # kept between the grid's steps, not rounded onto it
+    bits = layer.storage_bits()
+    # codes 8·64·2, fp16 scales and fp16 zero points 8·4·16 each
+    assert (bits.codes, bits.scales, bits.zeros) == (1024, 512, 512)
+    # bundle: 2-bit codes 8·64/4, fp16 scales 8·4·2 and fp16 zero points 8·4·2 (no bias)
+    assert layer.weight_bytes() == 128 + 64 + 64
+    packed = next(iter(_pack_layers(torch.nn.Sequential(layer)).values()))
+    assert packed.float_zero and packed.nbytes == layer.weight_bytes()
+
+
 def test_outlier_cost_is_one_number():
     g = GridLayout(16, 64, 4, 16, n_sparse=10)
     assert layer_bits(g).sparse == 10 * 48
@@ -98,7 +120,8 @@ def _kernel_model(layer: QuantLinear) -> tuple[onnx.ModelProto, str]:
     return model, inputs[1]
 
 
-@pytest.mark.parametrize("make", [_stat_layer, _plain_layer], ids=["spqr-statistics", "fp16-scales"])
+@pytest.mark.parametrize("make", [_stat_layer, _plain_layer, _float_zero_layer],
+                         ids=["spqr-statistics", "fp16-scales", "hqq-real-zero-points"])
 def test_the_graph_computes_the_layers_scales_bit_exactly(make):
     layer = make()
     model, _scales = _kernel_model(layer)

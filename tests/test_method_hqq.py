@@ -66,6 +66,28 @@ def test_grid_spans_every_group_unless_told_not_to():
     assert clipped[True] == 0 and clipped[False] > 0, clipped
 
 
+def test_real_valued_zero_points_fit_between_the_steps():
+    """The original HQQ (zero point only, kept real-valued): on the same real weights its lp error is below both
+    min/max rounding and the same fit held to integer zero points, which can hardly move off min/max's."""
+    spec = QuantSpec(3, False, "group", 64)
+    model = fp_backend(MODEL).model
+    lp = {"rtn": 0.0, "integer": 0.0, "real": 0.0}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and (".layers.0." in name):
+            w = module.weight.detach().float()
+            grids = {"rtn": None, "integer": HQQOptions(optimize_scale=False),
+                     "real": HQQOptions(optimize_scale=False, float_zero=True)}
+            for kind, options in grids.items():
+                if options is None:
+                    w_q = fake_quant_weight(w, spec)
+                else:
+                    scale, zero = hqq_qparams(w, spec, options)
+                    assert torch.equal(zero, zero.round()) == (kind == "integer")
+                    w_q = dequantize_weight(quantize_weight(w, scale, zero, spec), scale, zero, spec)
+                lp[kind] += float((w - w_q).abs().pow(0.7).sum())
+    assert lp["real"] < 0.97 * lp["integer"] and lp["integer"] <= 1.01 * lp["rtn"], lp
+
+
 def test_w3_output_error_below_rtn():
     fp = fp_backend(MODEL)
     err_hqq = output_error(fp, quantized(MODEL, "hqq", 3))

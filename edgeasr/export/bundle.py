@@ -78,7 +78,7 @@ def _pack_layers(model) -> dict[int, PackedWeight]:
             return None
         return ScaleStats(m.scale_codes.numpy(), m.scale_stats.numpy(), m.stat_group, m.stat_bits)
 
-    return {id(m): pack_quantized(m.codes, m.scale, m.zero, m.w_spec, stats(m))
+    return {id(m): pack_quantized(m.codes, m.scale, m.zero, m.w_spec, stats(m), m.float_zero)
             for m in model.modules() if isinstance(m, QuantLinear)}
 
 
@@ -94,7 +94,7 @@ def _layer_report(model, packed: dict[int, PackedWeight]) -> dict[str, dict]:
         if isinstance(m, QuantLinear):
             p = packed[id(m)]
             report[name] = {"bits": p.code_bits, "storage_bits": p.bits, "block_size": p.block_size, "k": p.k,
-                            "n": p.n, "a_bits": m.a_spec.bits, "packed_bytes": p.nbytes,
+                            "n": p.n, "a_bits": m.a_spec.bits, "packed_bytes": p.nbytes, "float_zero": p.float_zero,
                             "tail": None if p.tail is None else {"k": p.tail.k, "block_size": p.tail.block_size},
                             "effective_bits": m.storage_bits().to_dict(),
                             "scale_stats": None if p.scale_stats is None else

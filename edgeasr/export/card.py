@@ -43,6 +43,11 @@ def card_notes(data: dict) -> list[str]:
                      f"(min, step) pair per {stats[0]['rows']} rows, as the method made them: stored as 4-bit "
                      f"containers + the pairs ({_mb(sum(s['bytes'] for s in stats))} in all); the graph expands them "
                      "to fp32 scales once, at load. Zero points are stored as MatMulNBits reads them.")
+    real_zeros = sum(bool(l.get("float_zero")) for l in layers)
+    if real_zeros:
+        notes.append(f"{real_zeros} layers keep real-valued zero points, as the method fitted them (HQQ): stored as "
+                     "fp16, one per block (16 bits instead of the grid's width), widened to fp32 by a Cast at load; "
+                     "MatMulNBits reads them unpacked")
     front = weights.get("front_end_bits", 32)
     if front < 32:
         notes.append(f"the conv front end and the position tables are int{front} with one fp32 scale per row, "

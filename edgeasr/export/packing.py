@@ -58,7 +58,8 @@ class PackedWeight:
     scales: np.ndarray
     """float32 [N, n_blocks] (flattened in the graph)."""
     zero_points: np.ndarray
-    """uint8 [N, n_blocks] unpacked; `packed_zero_points` gives the kernel's layout."""
+    """uint8 [N, n_blocks] unpacked; `packed_zero_points` gives the kernel's layout. float16 when the method
+    keeps real-valued zero points (HQQ): the kernel reads them unpacked, as floats."""
     scale_stats: ScaleStats | None = None
     """Set when the scales are stored as quantized statistics instead of fp16 values."""
     tail: "PackedWeight | None" = None
@@ -69,8 +70,12 @@ class PackedWeight:
     def n_blocks(self) -> int:
         return self.scales.shape[1]
 
+    @property
+    def float_zero(self) -> bool:
+        return self.zero_points.dtype == np.float16
+
     def packed_zero_points(self) -> np.ndarray:
-        return _pack_rows(self.zero_points, self.bits)
+        return self.zero_points if self.float_zero else _pack_rows(self.zero_points, self.bits)
 
     @property
     def nbytes(self) -> int:
@@ -93,7 +98,7 @@ def _pack_rows(values: np.ndarray, bits: int) -> np.ndarray:
 
 
 def pack_quantized(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, spec: QuantSpec,
-                   scale_stats: ScaleStats | None = None) -> PackedWeight:
+                   scale_stats: ScaleStats | None = None, float_zero: bool = False) -> PackedWeight:
     """Lay out QuantLinear codes [N, K], scales and zeros [N, groups] for MatMulNBits, values unchanged.
 
     A ragged last group (K = 288 in groups of 64) becomes a `tail` kernel of its own rather than a block
@@ -106,8 +111,8 @@ def pack_quantized(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
         stats = (None, None) if scale_stats is None else (
             ScaleStats(scale_stats.codes[:, :-1], scale_stats.stats[:, :-1], scale_stats.rows, scale_stats.bits),
             ScaleStats(scale_stats.codes[:, -1:], scale_stats.stats[:, -1:], scale_stats.rows, scale_stats.bits))
-        head = pack_quantized(codes[:, :main], scale[:, :-1], zero[:, :-1], spec, stats[0])
-        head.tail = pack_quantized(codes[:, main:], scale[:, -1:], zero[:, -1:], spec, stats[1])
+        head = pack_quantized(codes[:, :main], scale[:, :-1], zero[:, :-1], spec, stats[0], float_zero)
+        head.tail = pack_quantized(codes[:, main:], scale[:, -1:], zero[:, -1:], spec, stats[1], float_zero)
         return head
     bits = storage_bits(spec.bits)
     block = block_size_for(spec.group_width(k), k)
@@ -117,7 +122,7 @@ def pack_quantized(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
     padded = torch.nn.functional.pad(codes, (0, n_blocks * block - k))
     data = pack_codes(padded, bits).numpy().reshape(n, n_blocks, block * bits // 8)
     return PackedWeight(spec.bits, bits, block, k, n, data, scale.float().numpy().astype(np.float32),
-                        zero.to(torch.uint8).numpy(), scale_stats)
+                        zero.half().numpy() if float_zero else zero.to(torch.uint8).numpy(), scale_stats)
 
 
 def pack_table(table: torch.Tensor, bits: int, group_size: int) -> PackedWeight:

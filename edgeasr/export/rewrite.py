@@ -98,12 +98,16 @@ def kernel_inputs(layer: str, weight: PackedWeight) -> tuple[list[onnx.TensorPro
     fp16 scales widened by a Cast, or scales expanded from their quantized statistics."""
     inits = [numpy_helper.from_array(weight.data, f"{layer}.B"),
              numpy_helper.from_array(weight.packed_zero_points().reshape(-1), f"{layer}.zero_points")]
+    zeros, nodes = f"{layer}.zero_points", []
+    if weight.float_zero:  # real-valued zero points (HQQ): fp16 in the file, the kernel reads them as its scales' type
+        zeros = f"{layer}.zero_points_f32"
+        nodes.append(helper.make_node("Cast", [f"{layer}.zero_points"], [zeros], to=onnx.TensorProto.FLOAT))
     if weight.scale_stats is None:
         inits.append(numpy_helper.from_array(weight.scales.reshape(-1).astype(np.float16), f"{layer}.scales"))
-        nodes = [helper.make_node("Cast", [f"{layer}.scales"], [f"{layer}.scales_f32"], to=onnx.TensorProto.FLOAT)]
-        return inits, nodes, [f"{layer}.B", f"{layer}.scales_f32", f"{layer}.zero_points"]
-    stat_inits, nodes, scales = stat_nodes(f"{layer}.scale", weight.scale_stats, weight.n)
-    return inits + stat_inits, nodes, [f"{layer}.B", scales, f"{layer}.zero_points"]
+        nodes.append(helper.make_node("Cast", [f"{layer}.scales"], [f"{layer}.scales_f32"], to=onnx.TensorProto.FLOAT))
+        return inits, nodes, [f"{layer}.B", f"{layer}.scales_f32", zeros]
+    stat_inits, stat_graph, scales = stat_nodes(f"{layer}.scale", weight.scale_stats, weight.n)
+    return inits + stat_inits, nodes + stat_graph, [f"{layer}.B", scales, zeros]
 
 
 def stat_nodes(prefix: str, stats: ScaleStats, n: int) -> tuple[list[onnx.TensorProto], list[onnx.NodeProto], str]:

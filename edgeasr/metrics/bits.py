@@ -4,14 +4,14 @@ Two views of the same layer, both from counts only (no torch, so a bundle's reco
 
 * **Effective bits per weight** (`LayerBits`) — what the method's representation needs, the number every
   comparison of methods is made at: codes at the grid's own width (3 bits are 3), scales in fp16, zero
-  points at the grid width (none when symmetric), a method's quantized statistics as their codes plus their
+  points at the grid width (fp16 when the method keeps them real-valued, HQQ; none when symmetric), a method's quantized statistics as their codes plus their
   second-level fp16 statistics (SpQR), sparse FP outliers at `SPARSE_ENTRY_BITS` each, FP outlier channels
   (QUIK) at 16 bits per weight plus a 16-bit index, per-channel input shifts/scales at 16 bits. Biases are
   not weights of the grid and are left out; so is an online rotation that is computed, not stored.
 * **Bundle bytes** (`bundle_layer_bytes`) — what an exported bundle holds for the layer: codes in the
   kernel's container width (2, 4 or 8 bits; 3-bit codes sit in 4-bit containers), K padded to whole
   blocks (a ragged last group is a kernel of its own, padded to a power of two ≥ 16), fp16 scales, zero
-  points packed at the container width (MatMulNBits always reads them), an
+  points packed at the container width (MatMulNBits always reads them; fp16 when real-valued), an
   fp32 bias, fp32 per-channel extras, and SpQR's statistics as 4-bit containers plus fp16 pairs.
 
 A model's effective bits are Σ bits / Σ weights over its quantized layers (`effective_bits`).
@@ -73,6 +73,8 @@ class GridLayout:
     """The scales kept as quantized statistics (SpQR), else fp16."""
     zero_stats: StatCodes | None = None
     """The zero points kept as quantized statistics (SpQR), else at the grid width."""
+    float_zero: bool = False
+    """The zero points are real numbers stored in fp16 (HQQ), not integers on the grid."""
     n_sparse: int = 0
     """Sparse FP outlier weights (SpQR)."""
     n_fp_channels: int = 0
@@ -120,11 +122,16 @@ def layer_bits(g: GridLayout) -> LayerBits:
     if g.symmetric:
         zeros = 0
     else:
-        zeros = g.zero_stats.bits_for(out, groups) if g.zero_stats else out * groups * g.bits
+        zeros = g.zero_stats.bits_for(out, groups) if g.zero_stats else out * groups * _zero_bits(g, g.bits)
     extras = (g.n_fp_channels * (out * 16 + CHANNEL_INDEX_BITS)
               + g.n_channel_vectors * g.in_features * 16)
     codes = out * (g.in_features - g.n_fp_channels) * g.bits  # FP channels need no codes
     return LayerBits(g.weights, codes, scales, zeros, g.n_sparse * SPARSE_ENTRY_BITS, extras)
+
+
+def _zero_bits(g: GridLayout, width: int) -> int:
+    """Bits of one zero point: fp16 when real-valued, else the grid's (or container's) width."""
+    return SCALE_BITS if g.float_zero else width
 
 
 def block_size_for(group_width: int, k: int) -> int:
@@ -134,21 +141,23 @@ def block_size_for(group_width: int, k: int) -> int:
     return max(16, 1 << (k - 1).bit_length())
 
 
-def _kernel_bytes(out: int, k: int, group_width: int, width: int, stats: StatCodes | None) -> int:
+def _kernel_bytes(out: int, k: int, group_width: int, width: int, stats: StatCodes | None, zero_bits: int) -> int:
     """Codes, scales and zero points of one MatMulNBits kernel over K = k (a ragged last group: its own kernel)."""
     if group_width < k and k % group_width:
         main = k - k % group_width
-        return _kernel_bytes(out, main, group_width, width, stats) + _kernel_bytes(out, k - main, group_width, width, stats)
+        return (_kernel_bytes(out, main, group_width, width, stats, zero_bits)
+                + _kernel_bytes(out, k - main, group_width, width, stats, zero_bits))
     block = block_size_for(group_width, k)
     blocks = -(-k // block)
     scales = stats.bundle_bytes(out, blocks) if stats else out * blocks * SCALE_BITS // 8
-    return out * blocks * block * width // 8 + scales + out * math.ceil(blocks * width / 8)
+    return out * blocks * block * width // 8 + scales + out * math.ceil(blocks * zero_bits / 8)
 
 
 def bundle_layer_bytes(g: GridLayout) -> int:
     """Bytes an exported bundle holds for one quantized layer (see the module docstring)."""
     out, k = g.out_features, g.in_features
-    kernel = _kernel_bytes(out, k, g.group_width, storage_bits(g.bits), g.scale_stats)
+    width = storage_bits(g.bits)
+    kernel = _kernel_bytes(out, k, g.group_width, width, g.scale_stats, _zero_bits(g, width))
     extras = (g.n_fp_channels * (out + 2) * FP32_BYTES  # FP columns + int64 channel index
               + g.n_channel_vectors * k * FP32_BYTES + (out * FP32_BYTES if g.bias else 0))
     return kernel + g.n_sparse * SPARSE_ENTRY_BITS // 8 + extras

@@ -34,6 +34,7 @@ def _layer_layout(layer: QuantLinear) -> dict:
             "in_scale": layer.in_scale is not None, "in_shift": layer.in_shift is not None,
             "hadamard": layer.hadamard, "static_act": layer.act_scale is not None,
             "stat_bits": layer.stat_bits, "stat_group": layer.stat_group, "zero_stats": layer.zero_codes is not None,
+            "float_zero": layer.float_zero,
             "bits": layer.storage_bits().to_dict()}
 
 
@@ -111,7 +112,8 @@ def load_checkpoint(path: Path, expected: Recipe | None = None) -> tuple[nn.Modu
         layer = QuantLinear(layout["in"], layout["out"], QuantSpec(**layout["w_spec"]), QuantSpec(**layout["a_spec"]),
                             layout["bias"], layout["n_outliers"], layout["n_sparse"], layout["in_scale"],
                             layout["in_shift"], layout["hadamard"], layout["static_act"],
-                            layout.get("stat_bits", 0), layout.get("stat_group", 16), layout.get("zero_stats", False))
+                            layout.get("stat_bits", 0), layout.get("stat_group", 16), layout.get("zero_stats", False),
+                            layout.get("float_zero", False))
         replace_module(model, name, layer)
     try:
         missing, unexpected = load_model(model, str(weights), strict=False)

@@ -34,7 +34,7 @@ class QuantLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, w_spec: QuantSpec, a_spec: QuantSpec,
                  bias: bool = True, n_outliers: int = 0, n_sparse: int = 0, has_in_scale: bool = False,
                  has_in_shift: bool = False, hadamard: bool = False, static_act: bool = False,
-                 stat_bits: int = 0, stat_group: int = 16, zero_stats: bool = False) -> None:
+                 stat_bits: int = 0, stat_group: int = 16, zero_stats: bool = False, float_zero: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.w_spec, self.a_spec = w_spec, a_spec
@@ -44,7 +44,8 @@ class QuantLinear(nn.Module):
         self.register_buffer("codes", torch.zeros(out_features, in_features, dtype=torch.uint8))
         # Derived (not saved) when stored as quantized statistics: the checkpoint holds their codes instead.
         self.register_buffer("scale", torch.ones(out_features, n_groups), persistent=not stat_bits)
-        self.register_buffer("zero", torch.zeros(out_features, n_groups, dtype=torch.uint8),
+        # Integer zero points on the grid, or real-valued ones in fp16 as the bundle stores them (HQQ).
+        self.register_buffer("zero", torch.zeros(out_features, n_groups, dtype=torch.float16 if float_zero else torch.uint8),
                              persistent=not zero_stats)
         stat = lambda on, *shape, dtype: torch.zeros(*shape, dtype=dtype) if on else None
         self.register_buffer("scale_codes", stat(stat_bits, out_features, n_groups, dtype=torch.uint8))
@@ -68,7 +69,8 @@ class QuantLinear(nn.Module):
     @classmethod
     def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bias: torch.Tensor | None,
                    w_spec: QuantSpec, a_spec: QuantSpec, **extras: torch.Tensor | bool | None) -> "QuantLinear":
-        """Build from a method's codes; `extras` fills the optional buffers by name (None leaves them off)."""
+        """Build from a method's codes; `extras` fills the optional buffers by name (None leaves them off).
+        A floating-point `zero` with `float_zero=True` in `extras` is kept real-valued (fp16), else rounded."""
         out_f, in_f = codes.shape
         outlier_idx, sparse_idx = extras.get("outlier_idx"), extras.get("sparse_idx")
         scale_stats, zero_stats = extras.get("scale_stats"), extras.get("zero_stats")
@@ -78,7 +80,7 @@ class QuantLinear(nn.Module):
                     has_in_scale=extras.get("in_scale") is not None, has_in_shift=extras.get("in_shift") is not None,
                     hadamard=bool(extras.get("hadamard")), static_act=extras.get("act_scale") is not None,
                     stat_bits=int(extras.get("stat_bits") or 0), stat_group=int(extras.get("stat_group") or 16),
-                    zero_stats=zero_stats is not None)
+                    zero_stats=zero_stats is not None, float_zero=bool(extras.get("float_zero")))
         if sparse_idx is not None and max(in_f, out_f) > torch.iinfo(torch.int16).max:
             raise ValueError(f"a {out_f}x{in_f} layer is too wide for 16-bit sparse indices")
         if scale_stats is not None and out_f > layer.stat_group * scale_stats.shape[0]:
@@ -86,7 +88,7 @@ class QuantLinear(nn.Module):
         layer.codes.copy_(codes)
         # fp16 is what a bundle stores; statistics kept as codes derive their values below instead.
         layer.scale.copy_(scale.half().float() if scale_stats is None else scale)
-        layer.zero.copy_(zero.round().to(torch.uint8))
+        layer.zero.copy_(zero.half() if layer.float_zero else zero.round().to(torch.uint8))
         if bias is not None:
             layer.bias.copy_(bias)
         for name, value in extras.items():
@@ -103,6 +105,10 @@ class QuantLinear(nn.Module):
             zero = dequantize_stat(self.zero_codes, self.zero_stats, self.stat_group).round()
             self.zero.copy_(zero.clamp(0, self.w_spec.qmax).to(torch.uint8))
         self._weight = None
+
+    @property
+    def float_zero(self) -> bool:
+        return self.zero.dtype.is_floating_point
 
     # ---- forward ------------------------------------------------------------------------------
     def dequantized_weight(self) -> torch.Tensor:
@@ -157,6 +163,7 @@ class QuantLinear(nn.Module):
         return GridLayout(self.out_features, self.in_features, self.w_spec.bits,
                           self.w_spec.group_width(self.in_features), self.w_spec.symmetric,
                           scale_stats=stats(self.scale_codes is not None), zero_stats=stats(self.zero_codes is not None),
+                          float_zero=self.float_zero,
                           n_sparse=0 if self.sparse_val is None else self.sparse_val.numel(),
                           n_fp_channels=0 if self.outlier_idx is None else self.outlier_idx.numel(),
                           n_channel_vectors=(self.in_scale is not None) + (self.in_shift is not None),

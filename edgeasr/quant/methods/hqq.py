@@ -50,6 +50,10 @@ class HQQOptions:
     few large ones off, which Whisper cannot afford at 3 bits (docs/study-heldout.md). Held to the span, HQQ is
     RTN in all but name on these weights (against min/max at W3, first block of moonshine-tiny / whisper-tiny.en:
     lp error −0.4 / −0.2 %, L2 +0.8 / +0.5 %), so it stays an experiment, not the default."""
+    float_zero: bool = False
+    """Keep each group's zero point as a real number (stored in fp16, as the scale) instead of an integer on the
+    grid: the original HQQ, whose zero-point-only fit moves the grid by fractions of a step. MatMulNBits takes
+    float zero points at 2, 4 and 8 bits; they cost 16 bits per group instead of `bits`."""
 
 
 def _covering_scale(lo: torch.Tensor, hi: torch.Tensor, zero: torch.Tensor, qmax: int) -> torch.Tensor:
@@ -82,6 +86,10 @@ def hqq_qparams(w: torch.Tensor, spec: QuantSpec, options: HQQOptions = HQQOptio
     wg = to_groups(w, spec)                                  # [out, groups, g], zero-padded short last group
     valid = group_mask(w.shape[1], spec)                     # [groups, g]: 0 on padding columns
     scale, zero = weight_qparams(w, spec)
+    rounding = torch.round
+    if options.float_zero and not spec.symmetric:
+        rounding = lambda z: z  # noqa: E731 — the zero point stays where the fit puts it
+        zero = -wg.amin(-1).clamp(max=0) / scale
     scale, zero = scale.clone(), zero.clone()
     minmax_scale, minmax_zero = scale.clone(), zero.clone()
     lo, hi = wg.amin(-1).clamp(max=0), wg.amax(-1).clamp(min=0)  # the span min/max's grid covers (padding is 0)
@@ -118,13 +126,13 @@ def hqq_qparams(w: torch.Tensor, spec: QuantSpec, options: HQQOptions = HQQOptio
             var = (qc * qc).sum(-1)
             s_new = (qc * (target - t_mean[..., None])).sum(-1) / var.clamp(min=1e-12)
             s_new = torch.where((var > 0) & (s_new > 1e-8), s_new, scale)
-            zero = torch.round(q_mean - t_mean / s_new).clamp(0, qmax)
+            zero = rounding(q_mean - t_mean / s_new).clamp(0, qmax)
             scale = _refit_scale(q, zero, target, valid, s_new)
         elif options.optimize_scale:                         # symmetric grid: zero point is fixed, fit the scale
             scale = _refit_scale(q, zero, target, valid, scale)
         else:                                                # original HQQ: closed-form zero point
             z = ((q - target / scale[..., None]) * valid).sum(-1) / n
-            zero = torch.round(z).clamp(0, qmax)
+            zero = rounding(z).clamp(0, qmax)
         if options.optimize_scale and options.keep_range:
             cover = _covering_scale(lo, hi, zero, qmax)
             spans = torch.isfinite(cover)  # where no scale spans the group at this zero point, min/max's grid does
@@ -146,4 +154,5 @@ def hqq(job: QuantJob, options: HQQOptions) -> None:
         for path in graph.linears:
             linear = block.get_submodule(path)
             scale, zero = hqq_qparams(linear.weight.detach(), job.w_spec, options)
-            replace_module(block, path, to_quant_linear(linear, job.w_spec, job.a_spec, scale=scale, zero=zero))
+            replace_module(block, path, to_quant_linear(linear, job.w_spec, job.a_spec, scale=scale, zero=zero,
+                                                        float_zero=options.float_zero and not job.w_spec.symmetric))

@@ -4,9 +4,10 @@ Two views of the same layer, both from counts only (no torch, so a bundle's reco
 
 * **Effective bits per weight** (`LayerBits`) — what the method's representation needs, the number every
   comparison of methods is made at: codes at the grid's own width (3 bits are 3), scales in fp16, zero
-  points at the grid width (fp16 when the method keeps them real-valued, HQQ; none when symmetric), a method's quantized statistics as their codes plus their
-  second-level fp16 statistics (SpQR), sparse FP outliers at `SPARSE_ENTRY_BITS` each, FP outlier channels
-  (QUIK) at 16 bits per weight plus a 16-bit index, per-channel input shifts/scales at 16 bits. Biases are
+  points at the grid width (fp16 when the method keeps them real-valued, HQQ; none when symmetric), a
+  method's quantized statistics as their codes plus their second-level fp16 statistics (SpQR), sparse FP
+  outliers at `SPARSE_ENTRY_BITS` each, FP outlier channels (QUIK) at 16 bits per weight plus a 16-bit
+  index, per-channel input shifts/scales at 16 bits. Biases are
   not weights of the grid and are left out; so is an online rotation that is computed, not stored.
 * **Bundle bytes** (`bundle_layer_bytes`) — what an exported bundle holds for the layer: codes in the
   kernel's container width (2, 4 or 8 bits; 3-bit codes sit in 4-bit containers), K padded to whole

@@ -86,3 +86,30 @@ def test_joint_order_is_measured_with_earlier_choices_applied():
     # the first upgrade of the measured order is what the smallest budget above all-2 takes
     low = sum(c.cost_at[2] for c in choices)
     assert allocate(choices, low + order[0][2]).bits[first] == 4
+
+
+@pytest.mark.slow
+def test_method_scores_the_layers_the_method_made():
+    """`method` takes each linear from the method's own uniform models: with GPTQ (which compensates its rounding on
+    these very clips) the decoder's damage at 2 bits is far below rounding's, it falls with bits, the widest width
+    is the widest model alone for every layer, and a GPTQ scoring is never served to an RTN recipe."""
+    location, _ = resolve_model_dir(MODEL)
+    backend = HFBackend.from_pretrained(location, MODEL)
+    gptq = dataclasses.replace(DECODER_ONLY, method="gptq")
+    before = set(cache_dir("sensitivity").iterdir())
+    try:
+        by_method = score_layers(backend, gptq, "method", source_sha=weights_sha(location))
+        by_rtn = score_layers(backend, dataclasses.replace(gptq, method="rtn"), "method", source_sha=weights_sha(location))
+    finally:
+        for path in set(cache_dir("sensitivity").iterdir()) - before:
+            path.unlink()
+    rounding = score_layers(backend, DECODER_ONLY, "kl")
+    assert len(by_method) == len(rounding) == 60
+    assert len({s.error_at[8] for s in by_method}) == 1  # the 8-bit GPTQ model, no layer swapped
+    totals = {b: sum(s.error_at[b] for s in by_method) for b in (2, 4, 8)}
+    assert totals[2] > totals[4] > totals[8] > 0.0, totals
+    gptq_at2, rtn_at2 = totals[2], sum(s.error_at[2] for s in by_rtn)
+    assert gptq_at2 < 0.5 * rtn_at2, (gptq_at2, rtn_at2)
+    # RTN's uniform models hold round-to-nearest layers: its `method` scores track the rounding KL (measured from FP)
+    kl_at2 = sum(s.error_at[2] for s in rounding)
+    assert 0.5 * kl_at2 < rtn_at2 < 2 * kl_at2, (rtn_at2, kl_at2)

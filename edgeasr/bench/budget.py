@@ -19,6 +19,7 @@ from pathlib import Path
 
 from edgeasr.metrics.bits import DEFAULT_HEAD_BLOCK
 from edgeasr.quant.budget import ESTIMATORS, MB, byte_costs
+from edgeasr.quant.method_swap import uniform_recipe
 from edgeasr.quant.recipe import CalibrationOptions, Recipe, parse_group_at, parse_option
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,19 @@ def plan_cells(options: SweepOptions) -> list[tuple[Recipe, str, str | None, flo
     groups = dict(options.group_size_at)
     grids = "".join(f" (W{b} g{g})" for b, g in sorted(groups.items()))  # in the kind: rows stay apart
     head = f" head g{options.head_group_size}" if options.head_group_size != DEFAULT_HEAD_BLOCK else ""
-    scored = Recipe(options.model, "rtn", 4, calibration=sensitivity_calibration(options), group_size_at=groups)
+
+    def recipe_of(method: str) -> Recipe:
+        return Recipe(options.model, method, 4, calibration=calibration, group_size_at=groups,
+                      options=dict(options.method_options))
+
+    def scoring_recipe(method: str) -> Recipe:
+        # `method` scores the method's own models (its calibration); the others score rounding on a few clips,
+        # one scoring for every method
+        if options.estimator == "method":
+            return recipe_of(method)
+        return dataclasses.replace(recipe_of(method), calibration=sensitivity_calibration(options))
+
+    scored = scoring_recipe(options.methods[0])
     _, _, scores, fixed = plan(scored, BudgetOptions(budget_mb=1e6, estimator=options.estimator))
     uniform = {b: fixed + sum(byte_costs(s.layout, group_at=groups)[b] for s in scores) for b in (2, 4)}
     step = (uniform[4] - uniform[2]) / (options.points + 1)
@@ -113,19 +126,16 @@ def plan_cells(options: SweepOptions) -> list[tuple[Recipe, str, str | None, flo
                [BudgetOptions(budget_mb=mb, estimator=options.estimator) for mb in reversed(budgets)])
     cells, lowest = [], []
     for method in options.methods:
-        recipe = Recipe(options.model, method, 4, calibration=calibration, group_size_at=groups,
-                        options=dict(options.method_options))
+        recipe = recipe_of(method)
+        if options.estimator == "method" and method != options.methods[0]:
+            _, _, scores, _ = plan(scoring_recipe(method), BudgetOptions(budget_mb=1e6, estimator=options.estimator))
         for bits in options.uniform:  # W2 last: every method breaks there (bench/results/full.jsonl), W4 is the bar
-            # only its own width's group size: uniform W4 stays the plain W4 recipe (and its cached checkpoint)
-            uniform_recipe = dataclasses.replace(recipe, w_bits=bits,
-                                                 group_size_at={b: g for b, g in groups.items() if b == bits})
+            flat = uniform_recipe(recipe, bits)  # uniform W4 stays the plain W4 recipe (and its cached checkpoint)
             group = f" g{groups[bits]}" if bits in groups else ""
-            cell = (uniform_recipe, f"uniform W{bits}{group}{head}", None, None, effective_bits(uniform_recipe, scores))
+            cell = (flat, f"uniform W{bits}{group}{head}", None, None, effective_bits(flat, scores))
             (cells if bits >= 4 else lowest).append(cell)
         for target in targets:  # the largest first: the closest to uniform W4
-            # the scores come from the cache: scored once per model, grid and calibration
-            mixed, _, _, _ = plan(dataclasses.replace(recipe, calibration=sensitivity_calibration(options)), target,
-                                  scores)
+            mixed, _, _, _ = plan(scoring_recipe(method), target, scores)  # scored once per model (and method)
             mixed = dataclasses.replace(mixed, calibration=calibration)
             kind = (f"mixed {target.budget_mb:.2f} MB" if target.budget_mb is not None
                     else f"mixed {target.avg_bits:.2f} bits") + grids + head

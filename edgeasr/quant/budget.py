@@ -27,7 +27,7 @@ PACKED_BITS = (2, 4, 8)
 """Widths MatMulNBits runs packed; 3, 5-7 would sit in the next container and cost its bytes."""
 MB = 10**6
 """A budget's megabyte, as the size readouts count it."""
-ESTIMATORS = ("myqasr", "kl", "joint", "hessian")
+ESTIMATORS = ("myqasr", "kl", "joint", "hessian", "method")
 """Label-free sensitivity estimators (`quant.sensitivity`), the default first; named here, torch-free, for the CLI."""
 
 

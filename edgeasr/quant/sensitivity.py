@@ -18,10 +18,12 @@ model's own greedy transcripts) and scores every linear of the recipe's parts at
   layers quantized together is measured, not summed.
 * `hessian` (HAWQ-style, diagonal): Σ_j E[x_j²] · Σ_i (Q_b(W) − W)_ij², the layer's rounding error weighted by
   the diagonal of its input second moment (the diagonal of GPTQ's Hessian).
+* `method` (`quant.method_swap`): the same KL, but with each linear taken from the model the recipe's method
+  quantized uniformly at b bits, so a method's compensation decides which layers suffer, not rounding's.
 
 The scores depend on the FP weights, the grid (group size, symmetry), the widths and the calibration set, not
-on the base method (all score the round-to-nearest grid), so one scoring serves RTN, GPTQ and AWQ recipes of
-every budget. They are cached on disk under that key, with the model's weights hash (`MANIFEST.json` of the
+on the base method (all but `method` score the round-to-nearest grid), so one scoring serves RTN, GPTQ and AWQ
+recipes of every budget. They are cached on disk under that key, with the model's weights hash (`MANIFEST.json` of the
 zoo folder): a sweep scores each model once.
 """
 
@@ -48,6 +50,7 @@ from edgeasr.quant.budget import ESTIMATORS, PACKED_BITS, layout_of
 from edgeasr.quant.calibrate import BlockContext, CalibrationClip, load_calibration_clips
 from edgeasr.quant.job import QuantJob
 from edgeasr.quant.joint import joint_scores
+from edgeasr.quant.method_swap import method_scores
 from edgeasr.quant.methods._stats import collect_input_stats
 from edgeasr.quant.recipe import Recipe
 from edgeasr.quant.spec import fake_quant_weight
@@ -143,6 +146,8 @@ def _cache_file(recipe: Recipe, estimator: str, widths: tuple[int, ...], source_
     key = {"version": SCORE_VERSION, "weights": source_sha, "estimator": estimator, "widths": list(widths),
            "group_size": recipe.group_size, "symmetric": recipe.symmetric, "parts": list(recipe.parts),
            "calibration": dataclasses.asdict(recipe.calibration)}
+    if estimator == "method":  # the method's own quantization is what is scored
+        key.update(method=recipe.method, options=recipe.options)
     if recipe.group_size_at:  # absent otherwise, so caches of recipes without it keep their key
         key["group_size_at"] = {str(b): g for b, g in sorted(recipe.group_size_at.items())}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -180,6 +185,8 @@ def score_layers(backend, recipe: Recipe, estimator: str = ESTIMATORS[0], widths
             scores = _kl_scores(backend, recipe, clips, widths)
         elif estimator == "joint":
             scores = joint_scores(backend, recipe, clips, widths, _linears(backend.model, recipe.parts))
+        elif estimator == "method":
+            scores = method_scores(backend, recipe, clips, widths, _linears(backend.model, recipe.parts))
         else:
             scores = _walk_scores(backend, recipe, clips, widths, estimator)
         if cache:

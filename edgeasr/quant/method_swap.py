@@ -75,5 +75,5 @@ def method_scores(backend, recipe: Recipe, clips: list[CalibrationClip], widths:
             replace_module(state.model, path, own)
         scores[path] = (errors, errors[min(widths)])
     log.info("method: %d linears × %d widths of %s on %d clips, %d tokens; the %d-bit model alone: KL %.5f",
-             len(layers), len(widths) - 1, recipe.method, len(clips), kl.tokens, top, floor)
+             len(layers), len(widths) - 1, recipe.method, len(kl.references), kl.tokens, top, floor)
     return scores

@@ -102,8 +102,8 @@ def _make_checkpoint(case: str, target: Path) -> Path:
         m = METHODS[case]
         return quantized_checkpoint(target, MODEL, m.method, m.w_bits, m.a_bits, calibration=QUICK_CALIBRATION,
                                     **m.options)
-    if case == "hqq-float-zero":
-        return quantized_checkpoint(target, MODEL, "hqq", 3, float_zero=True, optimize_scale=False)
+    if case == "hqq":  # its defaults: the original fit, real-valued zero points
+        return quantized_checkpoint(target, MODEL, "hqq", 3)
     bits = int(case.removeprefix("rtn-w"))  # RTN is calibration-free: the cached checkpoint is the one to export
     return load_or_quantize(MODEL, "rtn", bits)
 
@@ -178,7 +178,7 @@ def test_real_valued_zero_points_reach_the_kernel_unrounded(exported):
     """HQQ's zero points stay real numbers (fp16) from the fit to MatMulNBits: the bundle holds the checkpoint's
     codes, scales and zero points exactly, computes what its fake-quant model computes, and its records and card
     count the 16 bits each zero point costs."""
-    made = exported("hqq-float-zero")
+    made = exported("hqq")
     layers = quant_layers(made.reference.model)
     assert all(m.float_zero for m in layers.values())
     assert any(not torch.equal(m.zero, m.zero.round()) for m in layers.values())

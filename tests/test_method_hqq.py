@@ -33,7 +33,8 @@ def test_weight_error_below_rtn(symmetric):
             w = module.weight.detach().float()
             scale, zero = hqq_qparams(w, spec)
             assert scale.shape == zero.shape == (w.shape[0], spec.n_groups(w.shape[1]))
-            assert torch.equal(zero, zero.round()) and zero.min() >= 0 and zero.max() <= spec.qmax
+            assert zero.min() >= 0 and zero.max() <= spec.qmax
+            assert torch.equal(zero, zero.round()) == symmetric  # real-valued unless the grid is symmetric
             w_hqq = dequantize_weight(quantize_weight(w, scale, zero, spec), scale, zero, spec)
             w_rtn = fake_quant_weight(w, spec)
             rtn_l2 += float((w - w_rtn).square().sum())
@@ -45,8 +46,9 @@ def test_weight_error_below_rtn(symmetric):
 
 
 def test_grid_spans_every_group_unless_told_not_to():
-    """With keep_range the refit scale never cuts a group's largest weights off its grid (what broke Whisper at 3
-    bits); without it (the default) the lp-norm clips some groups of these same layers."""
+    """With `optimize_scale` (integer zero points, the scale refitted) and keep_range the refit scale never cuts a
+    group's largest weights off its grid (what broke Whisper at 3 bits); without keep_range the lp-norm clips some
+    groups of these same layers."""
     spec = QuantSpec(3, False, "group", 64)
     model = fp_backend(MODEL).model
     clipped = {True: 0, False: 0}
@@ -58,7 +60,8 @@ def test_grid_spans_every_group_unless_told_not_to():
                 continue
             lo, hi = groups.amin(-1).clamp(max=0), groups.amax(-1).clamp(min=0)
             for keep in (True, False):
-                scale, zero = hqq_qparams(w, spec, HQQOptions(keep_range=keep))
+                options = HQQOptions(optimize_scale=True, float_zero=False, keep_range=keep)
+                scale, zero = hqq_qparams(w, spec, options)
                 # clipped: a weight further than half a step outside the grid (min/max rounding's own bound)
                 tolerance = 1e-5 * (hi - lo)
                 clipped[keep] += int(((-(zero + 0.5) * scale > lo + tolerance)
@@ -67,16 +70,15 @@ def test_grid_spans_every_group_unless_told_not_to():
 
 
 def test_real_valued_zero_points_fit_between_the_steps():
-    """The original HQQ (zero point only, kept real-valued): on the same real weights its lp error is below both
-    min/max rounding and the same fit held to integer zero points, which can hardly move off min/max's."""
+    """The default, the original HQQ (zero point only, kept real-valued): on the same real weights its lp error is
+    below both min/max rounding and the same fit held to integer zero points, which can hardly move off min/max's."""
     spec = QuantSpec(3, False, "group", 64)
     model = fp_backend(MODEL).model
     lp = {"rtn": 0.0, "integer": 0.0, "real": 0.0}
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear) and (".layers.0." in name):
             w = module.weight.detach().float()
-            grids = {"rtn": None, "integer": HQQOptions(optimize_scale=False),
-                     "real": HQQOptions(optimize_scale=False, float_zero=True)}
+            grids = {"rtn": None, "integer": HQQOptions(float_zero=False), "real": HQQOptions()}
             for kind, options in grids.items():
                 if options is None:
                     w_q = fake_quant_weight(w, spec)

@@ -1,9 +1,9 @@
-"""Where a quantized checkpoint loses its words: put FP linears back, a group at a time, and measure WER again
+r"""Where a quantized checkpoint loses its words: put FP linears back, a group at a time, and measure WER again
 (`python -m edgeasr.bench.fp_layers`). Torch engine (fake-quant), so it answers "which layers", not "how much on
 the board". A rotated checkpoint (QuaRot) keeps its linears in another basis than the FP model: the swap is only
 meaningful for methods that leave the model around its linears as it was (RTN, GPTQ, AWQ without folded scales).
 
-    python -m edgeasr.bench.fp_layers CHECKPOINT --groups encoder decoder "encoder.*self_attn" --limit 100
+    python -m edgeasr.bench.fp_layers CHECKPOINT --groups "model\.encoder\." "model\.encoder\..*self_attn" --limit 100
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def fp_swap_wer(checkpoint: Path, pattern: str | None, dataset: str, limit: int 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--groups", nargs="+", default=["encoder", "decoder"],
-                   help="regular expressions over linear names; each is one row (plus none and all)")
+    p.add_argument("--groups", nargs="+", default=[r"model\.encoder\.", r"model\.decoder\."],
+                   help="regular expressions over linear names (searched; note that `encoder` also matches the "
+                        "decoder's encoder_attn), each one row, besides none and all")
     p.add_argument("--dataset", default="tts-en")
     p.add_argument("--limit", type=int, default=100, help="first N utterances")
     p.add_argument("--out", type=Path, help="append the rows (JSON lines) to this file")

@@ -57,3 +57,26 @@ def test_mixed_budget_bundle_round_trip(tmp_path: Path):
         assert graphs[record["graph"]].kernel_bits(record["node"]) == storage_bits(mixed.layer_bits[name]), name
     card = (bundle / "README.md").read_text()
     assert "Bits per layer" in card and "Wmixed" in card and "(2-bit layers: group 32)" in card
+
+
+@pytest.mark.slow
+def test_a_head_in_groups_of_32_is_counted_and_the_bundle_still_fits(tmp_path: Path):
+    """`--head-group-size 32` on a byte budget: the plan counts the finer head (exactly the extra bytes of its
+    scales and zero points), spends that much less on the linears, and the bundle exported so stays in budget."""
+    from edgeasr.export import ExportOptions
+    from edgeasr.metrics.bits import bundle_layer_bytes, head_layout
+
+    recipe = Recipe(MODEL, "rtn", 4, calibration=UNLABELLED, group_size_at={2: 32})
+    _, coarse, scores, fixed_coarse = plan(recipe, BudgetOptions(budget_mb=BUDGET_MB, estimator="myqasr"))
+    mixed, fine, _, fixed_fine = plan(recipe, BudgetOptions(budget_mb=BUDGET_MB, estimator="myqasr", head_group_size=32),
+                                      scores)
+    backend, stats, location = quantize(mixed)
+    vocab, width = backend.model.get_input_embeddings().weight.shape
+    head = lambda block: bundle_layer_bytes(head_layout(vocab, width, 4, block))  # noqa: E731
+    assert fixed_fine - fixed_coarse == head(32) - head(64) > 0
+    assert fine.cost + fixed_fine <= BUDGET_MB * MB and fine.cost <= coarse.cost
+    checkpoint = save_checkpoint(backend.model, mixed, Path(location), tmp_path / "ckpt", stats)
+    bundle = export_bundle(tmp_path / "bundle", checkpoint, options=ExportOptions(head_group_size=32))
+    data = read_bundle(bundle).data
+    assert data["weights"]["head_block_size"] == 32
+    assert data["sizes"]["total_bytes_without_meta"] <= BUDGET_MB * MB

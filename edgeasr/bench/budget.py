@@ -117,18 +117,21 @@ def plan_cells(options: SweepOptions) -> list[tuple[Recipe, str, str | None, flo
         return dataclasses.replace(recipe_of(method), calibration=sensitivity_calibration(options))
 
     scored = scoring_recipe(options.methods[0])
-    _, _, scores, fixed = plan(scored, BudgetOptions(budget_mb=1e6, estimator=options.estimator))
+    _, _, scores, fixed = plan(scored, BudgetOptions(budget_mb=1e6, estimator=options.estimator,
+                                                                  head_group_size=options.head_group_size))
     uniform = {b: fixed + sum(byte_costs(s.layout, group_at=groups)[b] for s in scores) for b in (2, 4)}
     step = (uniform[4] - uniform[2]) / (options.points + 1)
     budgets = [round((uniform[2] + step * (i + 1)) / MB, 2) for i in range(options.points)]
     targets = ([BudgetOptions(avg_bits=b, estimator=options.estimator) for b in sorted(options.avg_bits, reverse=True)]
                if options.avg_bits else
-               [BudgetOptions(budget_mb=mb, estimator=options.estimator) for mb in reversed(budgets)])
+               [BudgetOptions(budget_mb=mb, estimator=options.estimator, head_group_size=options.head_group_size)
+                for mb in reversed(budgets)])
     cells, lowest = [], []
     for method in options.methods:
         recipe = recipe_of(method)
         if options.estimator == "method" and method != options.methods[0]:
-            _, _, scores, _ = plan(scoring_recipe(method), BudgetOptions(budget_mb=1e6, estimator=options.estimator))
+            _, _, scores, _ = plan(scoring_recipe(method), BudgetOptions(budget_mb=1e6, estimator=options.estimator,
+                                                                  head_group_size=options.head_group_size))
         for bits in options.uniform:  # W2 last: every method breaks there (bench/results/full.jsonl), W4 is the bar
             flat = uniform_recipe(recipe, bits)  # uniform W4 stays the plain W4 recipe (and its cached checkpoint)
             group = f" g{groups[bits]}" if bits in groups else ""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from edgeasr.metrics.bits import DEFAULT_HEAD_BLOCK
     from edgeasr.quant.budget import ESTIMATORS
     from edgeasr.quant.recipe import parse_group_at, parse_option
 
@@ -32,7 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(myQASR, default, seconds), kl = change of the decoder's token distribution with one layer "
                         "quantized (minutes; scored once per model and cached), joint = the order found by lowering one sublayer at a "
                         "time, measuring that KL with every earlier choice applied (minutes; cached), "
-                        "hessian = rounding error x input energy")
+                        "hessian = rounding error x input energy, method = that KL with each layer as the method "
+                        "itself quantizes it (its uniform 2/4/8-bit models; the slowest, the best at 3 bits)")
+    p.add_argument("--head-group-size", type=int, default=DEFAULT_HEAD_BLOCK,
+                   help="for --budget-mb: the bundle's 4-bit head will be exported in groups of this many columns "
+                        "(edgeasr export --head-group-size), so the budget counts it so")
     p.add_argument("--group-at", nargs="+", default=[], metavar="BITS=GROUP", type=parse_group_at,
                    help="group size of the layers stored at BITS (e.g. 2=32: a mixed recipe's 2-bit layers in groups "
                         "of 32, the rest at --group-size)")
@@ -80,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if args.budget_mb is not None or args.avg_bits is not None:
         from edgeasr.quant.mixed import BudgetOptions, plan
 
-        recipe, allocation, _, fixed = plan(recipe, BudgetOptions(args.budget_mb, args.avg_bits, args.sensitivity))
+        budget = BudgetOptions(args.budget_mb, args.avg_bits, args.sensitivity, args.head_group_size)
+        recipe, allocation, _, fixed = plan(recipe, budget)
         print(f"bits per layer: {allocation.histogram} (layers per width); "
               + (f"linears {allocation.cost / 1e6:.3f} MB + rest {fixed / 1e6:.3f} MB of {args.budget_mb} MB"
                  if args.budget_mb is not None else f"{allocation.cost / max(allocation.budget, 1) * args.avg_bits:.3f} "

@@ -28,8 +28,8 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgeasr.metrics.bits import (DEFAULT_HEAD_BITS, FP32_BYTES, FRONT_END_BITS, bundle_layer_bytes,
-                                  head_layout, row_int8_bytes)
+from edgeasr.metrics.bits import (DEFAULT_HEAD_BITS, DEFAULT_HEAD_BLOCK, FP32_BYTES, FRONT_END_BITS,
+                                  bundle_layer_bytes, head_layout, row_int8_bytes)
 from edgeasr.metrics.layers import FP_BITS, LayerInfo, ModelDims
 
 __all__ = ["CostReport", "LayerInfo", "ModelDims", "ModelSize", "PartCost", "estimate_cost",
@@ -298,9 +298,9 @@ def model_effective_bits(layers: list[LayerInfo]) -> float | None:
 
 
 def bundle_parts(layers: list[LayerInfo], head_bits: int | None = DEFAULT_HEAD_BITS,
-                 front_end_bits: int | None = FRONT_END_BITS) -> dict[str, int]:
+                 front_end_bits: int | None = FRONT_END_BITS, head_block: int = DEFAULT_HEAD_BLOCK) -> dict[str, int]:
     """Bytes a bundle of these layers would hold, by part, with the default export options: packed
-    quantized linears, the tied head (packed at `head_bits`), conv front end and position tables (int8
+    quantized linears, the tied head (packed at `head_bits`, blocks of `head_block`), conv front end and position tables (int8
     rows), and every other weight in fp32. An FP model (no quantized layer) is exported all fp32.
     Not counted: tokenizer, mel filters and metadata files (see `edgeasr.export` for a real bundle)."""
     quantized = any(l.quant_bits for l in layers)
@@ -312,7 +312,7 @@ def bundle_parts(layers: list[LayerInfo], head_bits: int | None = DEFAULT_HEAD_B
         if l.quant_bits:
             parts["quantized_linears"] += l.weight_bytes
         elif l.kind == "embedding" and l.name.endswith("embed_tokens"):
-            parts["head"] += (bundle_layer_bytes(head_layout(l.in_features, l.out_features, head_bits))
+            parts["head"] += (bundle_layer_bytes(head_layout(l.in_features, l.out_features, head_bits, head_block))
                               if quantized and head_bits and head_bits < 16 else FP32_BYTES * l.params)
         elif l.kind == "embedding" and front_end:  # position tables
             parts["positions"] += row_int8_bytes(l.in_features, l.params)

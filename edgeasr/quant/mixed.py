@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeasr.errors import QuantizationError
-from edgeasr.metrics.bits import layer_bits
+from edgeasr.metrics.bits import DEFAULT_HEAD_BLOCK, layer_bits
 from edgeasr.quant.budget import MB, Allocation, LayerChoice, allocate, at_width, bit_costs, byte_costs
 from edgeasr.quant.recipe import Recipe
 from edgeasr.quant.sensitivity import LayerScore, score_layers, weights_sha
@@ -27,9 +27,13 @@ class BudgetOptions:
     estimator: str = "myqasr"
     """Sensitivity estimator (`quant.sensitivity.ESTIMATORS`). myQASR's statistic stays the default: the output
     KL was not clearly better at the one budget measured on both (docs/budgets.md) and costs minutes, not seconds."""
+    head_group_size: int = DEFAULT_HEAD_BLOCK
+    """Columns per scale of the bundle's 4-bit head, as it will be exported (`edgeasr export --head-group-size`):
+    a byte budget counts the head at this grid."""
 
 
-def fixed_bundle_bytes(backend, recipe: Recipe, source_dir: Path | None, quantized: set[str]) -> int:
+def fixed_bundle_bytes(backend, recipe: Recipe, source_dir: Path | None, quantized: set[str],
+                       head_block: int = DEFAULT_HEAD_BLOCK) -> int:
     """Bytes of a bundle of this model that the allocation does not choose: the head, front end, position
     tables and FP32 rest as `metrics.cost.bundle_parts` counts them, plus the tokenizer file. The ONNX graph
     structure (protobuf nodes, a few hundred kB on the tiny models) is not known before export and is not
@@ -38,7 +42,7 @@ def fixed_bundle_bytes(backend, recipe: Recipe, source_dir: Path | None, quantiz
     from edgeasr.metrics.cost import bundle_parts
 
     layers = [dataclasses.replace(l, quant_bits=1) if l.name in quantized else l for l in describe_layers(backend.model)]
-    parts = bundle_parts(layers)
+    parts = bundle_parts(layers, head_block=head_block)
     tokenizer = source_dir / "tokenizer.json" if source_dir else None
     return sum(n for part, n in parts.items() if part != "quantized_linears") + (
         tokenizer.stat().st_size if tokenizer and tokenizer.exists() else 0)
@@ -73,7 +77,7 @@ def plan(recipe: Recipe, options: BudgetOptions,
     scores = with_method_vectors(scores, recipe)
     if options.budget_mb is not None:
         source = Path(location) if Path(str(location)).is_dir() else None
-        fixed = fixed_bundle_bytes(backend, recipe, source, {s.path for s in scores})
+        fixed = fixed_bundle_bytes(backend, recipe, source, {s.path for s in scores}, options.head_group_size)
         budget = int(options.budget_mb * MB) - fixed
         if budget <= 0:
             raise QuantizationError(f"{options.budget_mb} MB is below the bundle's fixed part ({fixed / MB:.2f} MB: "

@@ -116,9 +116,12 @@ def plan_cells(options: SweepOptions) -> list[tuple[Recipe, str, str | None, flo
             return recipe_of(method)
         return dataclasses.replace(recipe_of(method), calibration=sensitivity_calibration(options))
 
-    scored = scoring_recipe(options.methods[0])
-    _, _, scores, fixed = plan(scored, BudgetOptions(budget_mb=1e6, estimator=options.estimator,
-                                                                  head_group_size=options.head_group_size))
+    def scores_of(method: str):
+        """(scores, fixed bytes) of the method's scoring recipe; an unbounded budget only scores and costs."""
+        unbounded = BudgetOptions(budget_mb=1e6, estimator=options.estimator, head_group_size=options.head_group_size)
+        return plan(scoring_recipe(method), unbounded)[2:]
+
+    scores, fixed = scores_of(options.methods[0])
     uniform = {b: fixed + sum(byte_costs(s.layout, group_at=groups)[b] for s in scores) for b in (2, 4)}
     step = (uniform[4] - uniform[2]) / (options.points + 1)
     budgets = [round((uniform[2] + step * (i + 1)) / MB, 2) for i in range(options.points)]
@@ -130,8 +133,7 @@ def plan_cells(options: SweepOptions) -> list[tuple[Recipe, str, str | None, flo
     for method in options.methods:
         recipe = recipe_of(method)
         if options.estimator == "method" and method != options.methods[0]:
-            _, _, scores, _ = plan(scoring_recipe(method), BudgetOptions(budget_mb=1e6, estimator=options.estimator,
-                                                                  head_group_size=options.head_group_size))
+            scores, _ = scores_of(method)
         for bits in options.uniform:  # W2 last: every method breaks there (bench/results/full.jsonl), W4 is the bar
             flat = uniform_recipe(recipe, bits)  # uniform W4 stays the plain W4 recipe (and its cached checkpoint)
             group = f" g{groups[bits]}" if bits in groups else ""

@@ -37,6 +37,7 @@ from edgeasr.engine import Engine
 from edgeasr.errors import CheckpointError, EdgeASRError, QuantizationError
 from edgeasr.metrics.bits import DEFAULT_HEAD_BITS, DEFAULT_HEAD_BLOCK, FRONT_END_BITS
 from edgeasr.paths import cache_dir
+from edgeasr.quant.methods import made_by_current_revision, method_revision
 from edgeasr.quant.recipe import Recipe
 from edgeasr.runtime.bundle import ARCHIVE_SUFFIX, META
 
@@ -213,9 +214,14 @@ def _same_target(data: dict, request: _Request) -> bool:
     if recorded is None:
         return False
     try:
-        return Recipe.from_dict(recorded) == request.recipe
+        same = Recipe.from_dict(recorded) == request.recipe
     except (QuantizationError, TypeError):  # a recipe key this version does not know: not ours
         return False
+    if same and not made_by_current_revision(request.recipe.method, data):
+        log.info("cached bundle %s of %s was made by %s revision %s, this edgeasr's is %s: not used", data.get("label"),
+                 request.label, request.recipe.method, data.get("method_revision", 1), method_revision(request.recipe.method))
+        return False
+    return same
 
 
 def cached_bundles() -> list[tuple[Path, dict]]:
@@ -272,7 +278,8 @@ def _cached_checkpoint(recipe: Recipe) -> Path | None:
     """The recipe's checkpoint in the cache, when there is one made from exactly this recipe."""
     path = cache_dir("checkpoints") / recipe.cache_name  # = edgeasr.quant.api.default_checkpoint_path (torch-free here)
     try:
-        return path if Recipe.from_dict(_checkpoint_meta(path)["recipe"]) == recipe else None
+        meta = _checkpoint_meta(path)
+        return path if Recipe.from_dict(meta["recipe"]) == recipe and made_by_current_revision(recipe.method, meta) else None
     except (CheckpointError, QuantizationError, KeyError, TypeError):
         return None
 

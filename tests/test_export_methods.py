@@ -37,6 +37,8 @@ from edgeasr.errors import CheckpointError
 from edgeasr.export import ExportOptions, export_bundle
 from edgeasr.export.card import card_notes
 from edgeasr.quant.api import load_or_quantize
+from edgeasr.quant.checkpoint import read_meta
+from edgeasr.quant.methods import method_revision
 from edgeasr.runtime import OnnxBackend
 from edgeasr.runtime.bundle import read_bundle
 from export_support import (CARRIED, GraphIndex, assert_bundle_holds_codes, bundle_errors, bundle_initializers,
@@ -192,6 +194,8 @@ def test_real_valued_zero_points_reach_the_kernel_unrounded(exported):
                for name, r in records.items())
     assert all(r["effective_bits"]["zeros"] == 16 * r["n"] * -(-r["k"] // 64) for r in records.values() if not r["tail"])
     assert sum(n.startswith(f"{len(records)} layers keep real-valued zero points") for n in card_notes(meta)) == 1
+    # the fit changed under the same recipe label: checkpoint and bundle say which one made them
+    assert read_meta(made.checkpoint)["method_revision"] == meta["method_revision"] == method_revision("hqq") == 2
 
 
 @pytest.mark.parametrize("bits,container", [(2, 2), (3, 4)])

@@ -103,6 +103,23 @@ def test_a_damaged_bundle_is_refused_with_what_to_do(private_bundles):
 
 
 @pytest.mark.slow
+def test_a_fit_made_by_an_earlier_revision_of_the_method_is_not_reused(private_bundles, monkeypatch, caplog):
+    """A method whose default output changes keeps its recipe label: the revision it records is what tells the
+    caches apart (HQQ's real-valued zero points did this). The same bundle and checkpoint, now one revision old."""
+    from edgeasr.quant import methods
+
+    checkpoint = resolver.cache_dir("checkpoints") / W4.cache_name
+    assert json.loads((checkpoint / "quant.json").read_text()).get("method_revision", 1) == 1
+    assert json.loads((private_bundles / "copy" / META).read_text()).get("method_revision", 1) == 1
+    assert bundle_path(W4, ResolveOptions(quantize=False)) == private_bundles / "copy"
+    monkeypatch.setitem(methods.REVISIONS, "rtn", 2)
+    with caplog.at_level(logging.INFO, logger="edgeasr.resolver"):
+        with pytest.raises(resolver.NotCachedError, match="neither a cached bundle nor a cached checkpoint"):
+            bundle_path(W4, ResolveOptions(quantize=False))
+    assert "made by rtn revision 1, this edgeasr's is 2: not used" in caplog.text
+
+
+@pytest.mark.slow
 def test_an_a4_recipe_falls_back_to_torch_and_says_why(caplog):
     a4 = Recipe(MODEL, "rtn", 8, 4)
     with caplog.at_level(logging.WARNING, logger="edgeasr.resolver"):

@@ -104,3 +104,17 @@ def test_grid_order_and_method_wildcard(tmp_path):
     first_setting = [c for c in cells[2:] if c.bits_label == "w4a16"]
     assert cells[2:2 + len(first_setting)] == first_setting  # one bit setting across both models first
     assert len({c.key for c in cells}) == len(cells) == 2 + 2 * 2 * (len(methods) - 1)
+
+
+def test_a_revised_method_gets_new_cell_keys_and_the_others_keep_theirs(tmp_path, monkeypatch):
+    """A resumed sweep must not take a row made by a method's earlier default fit for the current one (HQQ's
+    zero points changed under the same recipe); methods never revised keep their keys, so their rows stay done."""
+    from edgeasr.quant import methods
+
+    path = tmp_path / "grid.toml"
+    path.write_text('models = ["a"]\nmethods = ["fp", "rtn", "hqq"]\nbits = ["w4a16"]\n')
+    before = {c.label: c.key for c in Grid.from_toml(path).cells()}
+    monkeypatch.setitem(methods.REVISIONS, "hqq", methods.REVISIONS["hqq"] + 1)
+    after = {c.label: c.key for c in Grid.from_toml(path).cells()}
+    changed = {label for label in before if before[label] != after[label]}
+    assert changed == {label for label in before if "-hqq-" in label} and len(changed) == 1

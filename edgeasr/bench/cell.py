@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edgeasr.bench.grid import Cell, GridError
 from edgeasr.errors import QuantizationError
+from edgeasr.quant.methods import method_revision
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def base_row(cell: Cell) -> dict:
             "bits": cell.bits_label, "w_bits": recipe.w_bits, "a_bits": recipe.a_bits,
             "group_size": recipe.group_size, "dataset": cell.dataset, "limit": cell.limit, "spread": cell.spread,
             "seed": recipe.calibration.seed, "calibration": None if cell.is_fp else asdict(recipe.calibration),
-            "options": recipe.options}
+            "options": recipe.options, "method_revision": None if cell.is_fp else method_revision(recipe.method)}
 
 
 def run_cell(cell: Cell, threads: int = 1) -> dict:

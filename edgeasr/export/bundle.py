@@ -159,8 +159,11 @@ def export_bundle(out: Path, checkpoint: Path | None = None, model_name: str | N
     """Write a bundle for a checkpoint (or an FP zoo model) at `out`; return its directory."""
     from edgeasr.atomic import atomic_dir
     from edgeasr.backends.hf import HFBackend, family_of
+    from edgeasr.quant.checkpoint import read_meta
 
     model, processor_dir, recipe, label = _load(checkpoint, model_name)
+    # what made the checkpoint, not this edgeasr's method: the resolver's cache skips a stale fit by it
+    revision = read_meta(checkpoint).get("method_revision", 1) if checkpoint is not None else None
     family = family_of(model.config)
     if recipe is not None and recipe.a_bits < 8:
         log.warning("%s quantizes activations to %d bits: ONNX Runtime has no A%d kernel, so the bundle computes "
@@ -199,6 +202,7 @@ def export_bundle(out: Path, checkpoint: Path | None = None, model_name: str | N
         weight_bytes = sum(initializers.values())
         data = {
             "format": FORMAT, "label": label, "family": family, "recipe": recipe.to_dict() if recipe else None,
+            "method_revision": revision,
             "graphs": {name: f"{name}.onnx" for name in specs}, "tokenizer": "tokenizer.json",
             "features": features, "shapes": asdict(shapes),
             "generation": model.generation_config.to_dict(), "config": _decode_config(model.config),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgeasr.errors import CheckpointError, QuantizationError
 from edgeasr.paths import cache_dir
+from edgeasr.quant.methods import made_by_current_revision
 from edgeasr.quant.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,11 @@ def checkpoint_for(recipe: Recipe) -> Path:
     path = default_checkpoint_path(recipe)
     if path.exists():
         try:
-            if Recipe.from_dict(read_meta(path)["recipe"]) == recipe:
-                return path
+            meta = read_meta(path)
+            if Recipe.from_dict(meta["recipe"]) == recipe:
+                if made_by_current_revision(recipe.method, meta):
+                    return path
+                log.warning("%s was made by an earlier %s; quantizing again", path, recipe.method)
         except CheckpointError as exc:
             log.warning("%s; quantizing again", exc)
     log.info("no cached checkpoint for %s: quantizing (once)", recipe.label)

@@ -21,6 +21,7 @@ from edgeasr.errors import CheckpointError
 from edgeasr.quant.checkpoint_files import FORMAT, META, WEIGHTS
 from edgeasr.quant.job import replace_module
 from edgeasr.quant.layers import QuantLinear
+from edgeasr.quant.methods import method_revision
 from edgeasr.quant.recipe import Recipe
 from edgeasr.quant.spec import QuantSpec
 
@@ -51,7 +52,8 @@ def save_checkpoint(model: nn.Module, recipe: Recipe, source_dir: Path, target: 
         for f in Path(source_dir).iterdir():
             if f.is_file() and f.suffix in (".json", ".txt", ".model") and f.name not in ("MANIFEST.json", META):
                 shutil.copy(f, tmp / f.name)
-        meta = {"format": FORMAT, "recipe": recipe.to_dict(), "label": recipe.label, "layers": layers,
+        meta = {"format": FORMAT, "recipe": recipe.to_dict(), "label": recipe.label,
+                "method_revision": method_revision(recipe.method), "layers": layers,
                 "sha256": sha256_file(tmp / WEIGHTS), "stats": stats or {},
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
         (tmp / META).write_text(json.dumps(meta, indent=1))

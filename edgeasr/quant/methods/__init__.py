@@ -29,6 +29,21 @@ METHODS: dict[str, str] = {
 }
 """RTN is the baseline; the next eight are the study's methods; HQQ (calibration-free) is the ninth."""
 
+REVISIONS: dict[str, int] = {"hqq": 2}
+"""Methods whose default output changed while their recipes (and so their cache labels) stayed the same, and
+how often (absent = 1). Checkpoints and bundles record the revision that made them and the caches skip one
+made at another, so a recipe never runs on a stale fit. HQQ 2: the paper's real-valued zero point (session 13)
+replaced an integer zero point with a refitted scale."""
+
+
+def method_revision(name: str) -> int:
+    return REVISIONS.get(name, 1)
+
+
+def made_by_current_revision(method: str, meta: dict) -> bool:
+    """Whether a checkpoint's or bundle's metadata (its `method_revision`, absent = 1) is this edgeasr's method."""
+    return meta.get("method_revision", 1) == method_revision(method)
+
 
 def no_input_vectors(_options) -> int:
     return 0

@@ -226,3 +226,11 @@ def test_a_head_grid_of_its_own_is_a_series_of_its_own() -> None:
     assert series_of(("m", "gptq", "uniform W4", None)) == "gptq uniform"
     assert series_of(("m", "quarot", "uniform W2 g32 head g32", None)) == "quarot uniform head g32"
     assert series_of(("m", "gptq", "mixed 3.00 bits (W2 g32) head g32", "hessian")) == "gptq mixed (hessian) (W2 g32) head g32"
+
+
+def test_the_front_keeps_only_bundles_no_smaller_one_beats() -> None:
+    from edgeasr.bench.budget import pareto_front
+
+    points = [(20.0, 50.0), (19.0, 90.0), (21.0, 60.0), (22.0, 10.0), (21.5, 10.0), (23.0, 10.0)]
+    assert pareto_front(points) == [(19.0, 90.0), (20.0, 50.0), (21.5, 10.0)]
+    assert pareto_front([]) == []

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+from functools import partial
 from pathlib import Path
 
 from edgeasr.metrics.bits import DEFAULT_HEAD_BLOCK
@@ -216,9 +217,32 @@ def series_of(row_key: tuple) -> str:
     return f"{method} mixed ({estimator}){grids}"
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (bytes, WER) points no other point beats: none smaller or as small with a lower WER."""
+    front: list[tuple[float, float]] = []
+    for size, wer in sorted(points):
+        if not front or wer < front[-1][1]:
+            front.append((size, wer))
+    return front
+
+
+def _front_panel(ax, bundles: dict[tuple, dict], model: str, dataset: str) -> None:
+    """The best bundle at each size, mixed against uniform: the issue's claim is that one front lies below the other."""
+    for mixed, colour in ((False, "tab:grey"), (True, "tab:blue")):
+        pts = [(b["bytes"] / MB, b[dataset]) for k, b in bundles.items()
+               if k[0] == model and dataset in b and (k[3] is not None) == mixed]
+        front = pareto_front(pts)
+        if not front:
+            continue
+        label = "mixed (any method, any order)" if mixed else "uniform (any method)"
+        ax.scatter(*zip(*pts), s=10, color=colour, alpha=0.3)
+        ax.step(*zip(*front), where="post", marker="o" if mixed else "s", color=colour, label=label)
+
+
 def write_report(rows: list[dict], out_dir: Path, stem: str = "sweep") -> tuple[Path, Path]:
-    """`<stem>.md` (one line per bundle, WER per set, FP first) and `<stem>.png` (WER against bundle bytes,
-    uniform and mixed series, FP as a line, one panel per model and set)."""
+    """`<stem>.md` (one line per bundle, WER per set, FP first), `<stem>.png` (WER against bundle bytes,
+    uniform and mixed series, FP as a line, one panel per model and set) and `<stem>-front.png` (the same panels
+    with only the two fronts: the best uniform and the best mixed bundle at each size)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,26 +269,32 @@ def write_report(rows: list[dict], out_dir: Path, stem: str = "sweep") -> tuple[
                          + " | ".join(str(b.get(d, "")) for d in datasets) + " |")
     md = out_dir / f"{stem}.md"
     md.write_text("\n".join(lines) + "\n")
-    fig, axes = plt.subplots(len(models), len(datasets), figsize=(8.5 * len(datasets), 3.8 * len(models)),
-                             squeeze=False)
-    for row_axes, model in zip(axes, models):
-        for ax, dataset in zip(row_axes, datasets):
-            for series in sorted({series_of(k) for k in bundles if k[0] == model}):
-                pts = sorted((b["bytes"] / MB, b[dataset]) for k, b in bundles.items()
-                             if k[0] == model and series_of(k) == series and dataset in b)
-                uniform = series.endswith("uniform")
-                ax.plot(*zip(*pts), marker="s" if uniform else "o", linestyle=":" if uniform else "-", label=series)
-            if (model, dataset) in fp:
-                ax.axhline(fp[(model, dataset)], color="grey", linewidth=0.8, label="FP")
-            ax.set_title(f"{model} on {dataset}")
-            ax.set_xlabel("bundle MB (10^6 bytes, every file)")
-            ax.set_ylabel("WER %")
-            ax.set_yscale("log")
-            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the panel: series are many
+    def series_panel(ax, model: str, dataset: str) -> None:
+        for series in sorted({series_of(k) for k in bundles if k[0] == model}):
+            pts = sorted((b["bytes"] / MB, b[dataset]) for k, b in bundles.items()
+                         if k[0] == model and series_of(k) == series and dataset in b)
+            uniform = series.endswith("uniform")
+            ax.plot(*zip(*pts), marker="s" if uniform else "o", linestyle=":" if uniform else "-", label=series)
+
     png = out_dir / f"{stem}.png"
-    fig.tight_layout()
-    fig.savefig(png, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    for panel, path, legend in ((series_panel, png, dict(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))),
+                                (partial(_front_panel, bundles=bundles), out_dir / f"{stem}-front.png",
+                                 dict(fontsize=7))):
+        fig, axes = plt.subplots(len(models), len(datasets), figsize=(8.5 * len(datasets), 3.8 * len(models)),
+                                 squeeze=False)
+        for row_axes, model in zip(axes, models):
+            for ax, dataset in zip(row_axes, datasets):
+                panel(ax, model=model, dataset=dataset)
+                if (model, dataset) in fp:
+                    ax.axhline(fp[(model, dataset)], color="grey", linewidth=0.8, label="FP")
+                ax.set_title(f"{model} on {dataset}")
+                ax.set_xlabel("bundle MB (10^6 bytes, every file)")
+                ax.set_ylabel("WER %")
+                ax.set_yscale("log")
+                ax.legend(**legend)  # the series plot's beside the panel: its series are many
+        fig.tight_layout()
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
     return md, png
 
 

@@ -229,8 +229,26 @@ def test_a_head_grid_of_its_own_is_a_series_of_its_own() -> None:
 
 
 def test_the_front_keeps_only_bundles_no_smaller_one_beats() -> None:
-    from edgeasr.bench.budget import pareto_front
+    from edgeasr.bench.plots import pareto_front
 
     points = [(20.0, 50.0), (19.0, 90.0), (21.0, 60.0), (22.0, 10.0), (21.5, 10.0), (23.0, 10.0)]
     assert pareto_front(points) == [(19.0, 90.0), (20.0, 50.0), (21.5, 10.0)]
     assert pareto_front([]) == []
+
+
+def test_layer_maps_place_each_linear_of_either_family_in_its_block_and_sublayer() -> None:
+    import math
+
+    from edgeasr.bench.layer_map import layer_grid
+
+    whisper = {"model.encoder.layers.0.self_attn.out_proj": 4, "model.encoder.layers.1.fc2": 2,
+               "model.decoder.layers.0.encoder_attn.k_proj": 2, "model.decoder.layers.0.fc1": 8}
+    grids = layer_grid(whisper)
+    columns, grid = grids["encoder"]
+    assert columns == ["self o", "fc2"] and grid.shape == (2, 2)
+    assert grid[0, 0] == 4 and grid[1, 1] == 2 and math.isnan(grid[0, 1]) and math.isnan(grid[1, 0])
+    assert grids["decoder"][0] == ["cross k", "fc1"] and list(grids["decoder"][1][0]) == [2, 8]
+    moonshine = layer_grid({"model.decoder.layers.2.self_attn.o_proj": 4, "model.decoder.layers.2.mlp.fc1": 2})
+    assert moonshine["decoder"][0] == ["self o", "fc1"] and moonshine["decoder"][1].shape == (3, 2)
+    with pytest.raises(ValueError, match="not a block linear"):
+        layer_grid({"proj_out": 4})

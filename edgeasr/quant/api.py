@@ -72,7 +72,7 @@ def checkpoint_for(recipe: Recipe) -> Path:
             if Recipe.from_dict(meta["recipe"]) == recipe:
                 if made_by_current_revision(recipe.method, meta):
                     return path
-                log.warning("%s was made by an earlier %s; quantizing again", path, recipe.method)
+                log.warning("%s was made by another revision of %s; quantizing again", path, recipe.method)
         except CheckpointError as exc:
             log.warning("%s; quantizing again", exc)
     log.info("no cached checkpoint for %s: quantizing (once)", recipe.label)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgeasr.errors import EdgeASRError
-from edgeasr.quant.methods import method_revision
+from edgeasr.quant.methods import revision_key
 from edgeasr.quant.recipe import CalibrationOptions, Recipe
 
 FP_METHOD = "fp"
@@ -70,9 +70,8 @@ class Cell:
     @property
     def key(self) -> str:
         """Identity for resuming: everything that changes the result, hashed."""
-        data = {"recipe": self.recipe.to_dict(), "dataset": self.dataset, "limit": self.limit, "spread": self.spread}
-        if method_revision(self.recipe.method) != 1:  # absent at 1: rows of methods never revised keep their key
-            data["method_revision"] = method_revision(self.recipe.method)
+        data = {"recipe": self.recipe.to_dict(), "dataset": self.dataset, "limit": self.limit, "spread": self.spread,
+                **revision_key(self.recipe.method)}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

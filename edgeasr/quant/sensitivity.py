@@ -51,7 +51,7 @@ from edgeasr.quant.calibrate import BlockContext, CalibrationClip, load_calibrat
 from edgeasr.quant.job import QuantJob
 from edgeasr.quant.joint import joint_scores
 from edgeasr.quant.method_swap import method_scores
-from edgeasr.quant.methods import method_revision
+from edgeasr.quant.methods import revision_key
 from edgeasr.quant.methods._stats import collect_input_stats
 from edgeasr.quant.recipe import Recipe
 from edgeasr.quant.spec import fake_quant_weight
@@ -148,9 +148,7 @@ def _cache_file(recipe: Recipe, estimator: str, widths: tuple[int, ...], source_
            "group_size": recipe.group_size, "symmetric": recipe.symmetric, "parts": list(recipe.parts),
            "calibration": dataclasses.asdict(recipe.calibration)}
     if estimator == "method":  # the method's own quantization is what is scored
-        key.update(method=recipe.method, options=recipe.options)
-        if method_revision(recipe.method) != 1:  # absent at 1, so caches from before revisions keep their key
-            key["method_revision"] = method_revision(recipe.method)
+        key.update(method=recipe.method, options=recipe.options, **revision_key(recipe.method))
     if recipe.group_size_at:  # absent otherwise, so caches of recipes without it keep their key
         key["group_size_at"] = {str(b): g for b, g in sorted(recipe.group_size_at.items())}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

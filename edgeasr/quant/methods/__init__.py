@@ -40,6 +40,13 @@ def method_revision(name: str) -> int:
     return REVISIONS.get(name, 1)
 
 
+def revision_key(method: str) -> dict:
+    """What a cache or row key holds of the method's revision: nothing at 1, so keys made before revisions existed
+    (every method never revised) stay valid."""
+    revision = method_revision(method)
+    return {} if revision == 1 else {"method_revision": revision}
+
+
 def made_by_current_revision(method: str, meta: dict) -> bool:
     """Whether a checkpoint's or bundle's metadata (its `method_revision`, absent = 1) is this edgeasr's method."""
     return meta.get("method_revision", 1) == method_revision(method)

@@ -58,7 +58,7 @@ def test_quantized_whisper_does_not_end_early_on_long_clips(tmp_path: Path) -> N
         assert lost < EARLY_END_MIN_WORDS, f"{utt.id} ({utt.seconds} s): {lost} words lost at the end: {hypothesis!r}"
 
 
-def test_tables_keep_the_latest_of_a_measurement_and_name_effective_bits() -> None:
+def test_tables_keep_the_latest_of_a_measurement_of_the_current_method_and_name_effective_bits() -> None:
     from edgeasr.bench.heldout import render
 
     def row(method: str, bits: str, wer: float, key: str, eff: float | None = None) -> dict:
@@ -69,8 +69,10 @@ def test_tables_keep_the_latest_of_a_measurement_and_name_effective_bits() -> No
 
     rows = [row("fp", "fp", 10.0, "a"), row("rtn", "w4a16", 12.0, "b", 4.31),
             row("gptq", "w4a16", 13.0, "old-key", 4.31), row("gptq", "w4a16", 11.5, "new-key", 4.31)]
-    text = render(rows, "calib-mix 64x1 t128")
+    stale_hqq = row("hqq", "w4a16", 9.0, "c", 4.31)  # no method_revision: HQQ's first fit, superseded
+    text = render(rows + [stale_hqq], "calib-mix 64x1 t128")
     assert "| tts-en | 10.00 | 11.50 | 12.00 | gptq 11.50 (+1.50, 4.31 b) |" in text  # the re-run replaced 13.0
+    assert "hqq" not in text and "9.00" not in text
     assert "gptq W4A16 (4.31 b)" in text and "13.00" not in text
 
 
@@ -90,10 +92,13 @@ def test_paired_table_compares_with_rtn_on_the_same_clips_and_splits_off_fps_own
     rtn = {f"c{i}": [2, 20, 0] for i in range(40)}
     gptq = dict(fp)  # keeps FP's early end on c0, one error per clip elsewhere
     awq = {f"c{i}": [2, 20, 0] for i in range(40)} | {"c5": [8, 20, 6]}  # an early end FP does not make
+    quarot = {f"c{i}": [4, 20, 0] for i in range(40)}  # rotated RTN: no calibration, and worse on every clip
     text = render([row("fp", "fp", fp), row("rtn", "w4a16", rtn), row("gptq", "w4a16", gptq),
-                   row("awq", "w4a16", awq)], "calib-mix 64x1 t128")
+                   row("awq", "w4a16", awq), row("quarot", "w4a16", quarot)], "calib-mix 64x1 t128")
     assert "| m | longform-en | w4a16 | gptq (-) | 6.38 | 10.00 | -3.62 [" in text and "| better |" in text
     assert "| awq (-) | 10.75 | 10.00 | +0.75 [" in text and "| tie |" in text  # one clip's 6 words: noise
-    assert "2 comparisons: 0 worse, 1 tie, 1 better than RTN" in text
+    assert "calibrated: 2 comparisons, 0 worse, 1 tie, 1 better than RTN" in text
+    assert "| quarot, no calibration (-) | 20.00 | 10.00 | +10.00 [" in text
+    assert "calibration-free: 1 comparisons, 1 worse, 0 tie, 0 better than RTN" in text
     assert "| m | longform-en | gptq | w4a16 | 12 (1) | 12 | 0 |" in text  # FP's own early end
     assert "| m | longform-en | awq | w4a16 | 6 (1) | 0 | 6 |" in text  # added by quantization

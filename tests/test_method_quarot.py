@@ -214,3 +214,12 @@ def test_w4_bundle_runs_the_butterfly_and_keeps_transcripts(tmp_path):
     clip = held_out_clips(1)[0]
     edits = transcript_edits(reference, OnnxBackend.load(bundle), {"clip": clip.audio})
     assert edits["clip"][0] == 0, edits
+
+
+def test_quarot_reads_calibration_only_with_gptq_weights() -> None:
+    from edgeasr.quant.methods import get_method
+
+    info = get_method("quarot")
+    assert info.uses_calibration({}) is False  # rounding the rotated weights needs no audio
+    assert info.uses_calibration({"weight_method": "gptq"}) is True
+    assert get_method("gptq").uses_calibration({}) is True and get_method("hqq").uses_calibration({}) is False

@@ -3,8 +3,8 @@
 Views of the same rows: words lost to an early end of text by method and calibration (the long-clip
 failure), WER by calibration set × evaluation set (how much a method depends on its calibration domain),
 per model the FP / per-method WER on each set with the best W4 and W3, and for rows that keep their
-per-clip errors each calibrated method against RTN on the same clips (paired bootstrap) and the early
-ends that the FP model does not make itself.
+per-clip errors each method against RTN on the same clips (paired bootstrap) and the early
+ends that the FP model does not make itself. Rows a superseded revision of a method made are left out.
 """
 
 from __future__ import annotations
@@ -16,14 +16,20 @@ from pathlib import Path
 
 from edgeasr.bench.breakdown import LENGTH_BUCKETS, bucket_label
 from edgeasr.metrics.paired import paired_bootstrap
+from edgeasr.quant.methods import get_method, made_by_current_revision
 
-CALIBRATED = ("gptq", "awq", "quik", "spqr", "omniquant", "quarot", "smoothquant", "osplus")
+BASELINES = ("fp", "rtn")
+
+
+def calibrated(row: dict) -> bool:
+    """Whether the row's method, with its options, read calibration audio (QuaRot only with GPTQ weights)."""
+    return row["method"] not in BASELINES and get_method(row["method"]).uses_calibration(row.get("options") or {})
 
 
 def calibration_label(row: dict) -> str:
     """`calib-mix 32x1 t128`: set, sequences x utterances per sequence, decoder positions."""
     cal = row.get("calibration")
-    if not cal or row["method"] not in CALIBRATED:
+    if not cal or not calibrated(row):
         return "-"
     return f"{cal['dataset']} {cal['n_clips']}x{cal['concat']} t{cal['max_decoder_tokens']}"
 
@@ -35,9 +41,10 @@ def _identity(row: dict) -> tuple:
 
 
 def _ok(rows: list[dict]) -> list[dict]:
+    """The latest successful row of each measurement, leaving out those a superseded revision of the method made."""
     latest: dict[tuple, dict] = {}
     for row in rows:
-        if row.get("status") == "ok":
+        if row.get("status") == "ok" and made_by_current_revision(row["method"], row):
             latest[_identity(row)] = row  # a re-run of the same measurement replaces the older row
     return list(latest.values())
 
@@ -75,7 +82,7 @@ def cross_domain_table(rows: list[dict], model: str, bits: str = "w4a16") -> str
     rtn = {r["dataset"]: r["wer"] for r in rows if r["model"] == model and r["method"] == "rtn" and r["bits"] == bits}
     table: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     for r in rows:
-        if r["model"] == model and r["bits"] == bits and r["method"] in CALIBRATED:
+        if r["model"] == model and r["bits"] == bits and calibrated(r):
             table[(r["method"], calibration_label(r))][r["dataset"]] = r["wer"]
     if not table:
         return ""
@@ -100,7 +107,7 @@ def cross_domain_table(rows: list[dict], model: str, bits: str = "w4a16") -> str
 def main_table(rows: list[dict], model: str, calibration: str | None) -> str:
     """Per set: FP, then each method's WER at each bit setting (calibrated methods on `calibration`)."""
     mine = [r for r in rows if r["model"] == model
-            and (r["bits"] == "fp" or r["method"] not in CALIBRATED or calibration_label(r) == calibration)]
+            and (r["bits"] == "fp" or not calibrated(r) or calibration_label(r) == calibration)]
     sets = sorted({r["dataset"] for r in mine})
     columns = sorted({(r["bits"], r["method"]) for r in mine if r["bits"] != "fp"})
     if not sets or not columns:
@@ -136,26 +143,30 @@ def _measured_on(row: dict) -> tuple:
 
 
 def versus_rtn_table(rows: list[dict], calibration: str) -> str:
-    """Each calibrated method minus RTN at the same bits on the same clips, with a 95 % paired-bootstrap interval.
+    """Each method minus RTN at the same bits on the same clips, with a 95 % paired-bootstrap interval; calibrated
+    methods on `calibration`, counted apart from the calibration-free ones.
 
     Only rows that keep `clip_errors` take part: a corpus WER alone cannot say whether a few words are the
     method or the choice of clips."""
     rtn = {_measured_on(r): r for r in rows if r["method"] == "rtn" and "clip_errors" in r}
     lines = ["| model | set | bits | method (bits/weight) | WER % | RTN % | Δ vs RTN [95 % CI] | P(worse) | verdict |",
              "|---|---|---|---|---:|---:|---|---:|---|"]
-    verdicts: dict[str, int] = defaultdict(int)
+    verdicts: dict[str, dict[str, int]] = {"calibrated": defaultdict(int), "calibration-free": defaultdict(int)}
     for r in sorted(rows, key=lambda r: (r["model"], r["dataset"], r["bits"], r["method"])):
         base = rtn.get(_measured_on(r))
-        if r["method"] not in CALIBRATED or calibration_label(r) != calibration or "clip_errors" not in r or not base:
+        if r["method"] in BASELINES or "clip_errors" not in r or not base:
+            continue
+        if calibrated(r) and calibration_label(r) != calibration:
             continue
         delta = paired_bootstrap(r["clip_errors"], base["clip_errors"])
-        verdicts[delta.verdict] += 1
-        lines.append(f"| {r['model']} | {r['dataset']} | {r['bits']} | {r['method']} ({_bits(r)}) | {r['wer']:.2f} | "
+        verdicts["calibrated" if calibrated(r) else "calibration-free"][delta.verdict] += 1
+        name = r["method"] + ("" if calibrated(r) or get_method(r["method"]).calibrated is False else ", no calibration")
+        lines.append(f"| {r['model']} | {r['dataset']} | {r['bits']} | {name} ({_bits(r)}) | {r['wer']:.2f} | "
                      f"{base['wer']:.2f} | {delta} | {delta.p_a_worse:.2f} | {delta.verdict} |")
-    if not verdicts:
-        return ""
-    counts = ", ".join(f"{verdicts[v]} {v}" for v in ("worse", "tie", "better"))
-    return "\n".join(lines + ["", f"{sum(verdicts.values())} comparisons: {counts} than RTN (interval excludes 0)."])
+    tallies = [f"{kind}: {sum(counts.values())} comparisons, "
+               + ", ".join(f"{counts[v]} {v}" for v in ("worse", "tie", "better")) + " than RTN (interval excludes 0)."
+               for kind, counts in verdicts.items() if counts]
+    return "\n".join(lines + [""] + tallies) if tallies else ""
 
 
 def early_end_versus_fp_table(rows: list[dict]) -> str:
@@ -180,7 +191,7 @@ def render(rows: list[dict], calibration: str) -> str:
              "## Words lost to an early end of text, long-form items", "", early_end_table(rows), ""]
     paired = versus_rtn_table(rows, calibration)
     if paired:
-        parts += [f"## Calibrated methods against RTN on the same clips (calibration {calibration})", "", paired, ""]
+        parts += [f"## Methods against RTN on the same clips (calibrated ones on {calibration})", "", paired, ""]
     own = early_end_versus_fp_table(rows)
     if own:
         parts += ["## Early ends the FP model makes too", "", own, ""]

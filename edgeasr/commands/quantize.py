@@ -56,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         for name, info in available_methods().items():
             fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(info.options))
-            print(f"{name:12} {'calibrated' if info.calibrated else 'no calibration':15} {info.summary}")
+            calibration = ("calibrated" if info.uses_calibration({})
+                           else "by option" if callable(info.calibrated) else "no calibration")
+            print(f"{name:12} {calibration:15} {info.summary}")
             if fields:
                 print(f"{'':12} options: {fields}")
         return 0

@@ -48,8 +48,9 @@ def revision_key(method: str) -> dict:
 
 
 def made_by_current_revision(method: str, meta: dict) -> bool:
-    """Whether a checkpoint's or bundle's metadata (its `method_revision`, absent = 1) is this edgeasr's method."""
-    return meta.get("method_revision", 1) == method_revision(method)
+    """Whether a checkpoint's, bundle's or sweep row's metadata (its `method_revision`, absent or null = 1) is this
+    edgeasr's method."""
+    return (meta.get("method_revision") or 1) == method_revision(method)
 
 
 def no_input_vectors(_options) -> int:
@@ -61,14 +62,18 @@ class MethodInfo:
     name: str
     run: Callable
     options: type
-    calibrated: bool
-    """Needs calibration audio (block-wise walk)."""
+    calibrated: bool | Callable[[object], bool]
+    """Needs calibration audio (block-wise walk); a function of the options where only some settings do."""
     needs_activation_quant: bool = False
     """Only meaningful when activations are quantized (a_bits < 16)."""
     summary: str = ""
     input_vectors: Callable[[object], int] = no_input_vectors
     """Per-input-channel vectors (`in_scale`, `in_shift`) the method adds to every linear it quantizes, given its
     options: a byte budget must pay for them before it chooses bits."""
+
+    def uses_calibration(self, values: dict) -> bool:
+        """Whether this method, with these option values, reads calibration audio."""
+        return self.calibrated(self.make_options(values)) if callable(self.calibrated) else self.calibrated
 
     def make_options(self, values: dict):
         names = {f.name for f in dataclasses.fields(self.options)}
@@ -78,7 +83,7 @@ class MethodInfo:
         return self.options(**values)
 
 
-def register(name: str, options: type, *, calibrated: bool, needs_activation_quant: bool = False,
+def register(name: str, options: type, *, calibrated: bool | Callable[[object], bool], needs_activation_quant: bool = False,
              summary: str = "", input_vectors: Callable[[object], int] = no_input_vectors) -> Callable:
     """Declare a method function: attach its `MethodInfo` (the `METHODS` table says where it lives)."""
     def decorator(fn: Callable) -> Callable:

@@ -218,7 +218,7 @@ def rotate_residual_stream(model: nn.Module, arch: ArchGraph, parts=("encoder", 
     return direct
 
 
-@register("quarot", QuaRotOptions, calibrated=False,
+@register("quarot", QuaRotOptions, calibrated=lambda options: options.weight_method == "gptq",
           summary="Hadamard rotation of every linear's input and weights (exact in FP) for W4A4/W4A8",
           input_vectors=lambda options: int(options.random_signs))  # the signs ride as each linear's in_scale
 def quarot(job: QuantJob, options: QuaRotOptions) -> None:

@@ -118,3 +118,23 @@ def test_a_revised_method_gets_new_cell_keys_and_the_others_keep_theirs(tmp_path
     after = {c.label: c.key for c in Grid.from_toml(path).cells()}
     changed = {label for label in before if before[label] != after[label]}
     assert changed == {label for label in before if "-hqq-" in label} and len(changed) == 1
+
+
+def test_a_row_keyed_before_a_later_recipe_field_existed_still_names_its_cell(tmp_path):
+    """`group_size_at` joined `Recipe` after the held-out grids had written rows: their keys hash the recipe without
+    it, and a resumed sweep must count them as done instead of measuring the cells again."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from edgeasr.bench.grid import RECIPE_FIELDS_ADDED_LATER
+
+    path = tmp_path / "grid.toml"
+    path.write_text('models = ["a"]\nmethods = ["rtn"]\nbits = ["w4a16"]\n')
+    cell = Grid.from_toml(path).cells()[0]
+    recipe = {k: v for k, v in cell.recipe.to_dict().items() if k not in RECIPE_FIELDS_ADDED_LATER}
+    written_then = hashlib.sha256(json.dumps({"recipe": recipe, "dataset": cell.dataset, "limit": cell.limit,
+                                              "spread": cell.spread}, sort_keys=True).encode()).hexdigest()[:16]
+    assert cell.keys == (cell.key, written_then) and written_then != cell.key
+    grouped = dataclasses.replace(cell, recipe=dataclasses.replace(cell.recipe, group_size_at={2: 32}))
+    assert grouped.keys == (grouped.key,)  # a recipe that uses the field is a measurement no old row made

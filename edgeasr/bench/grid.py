@@ -36,6 +36,9 @@ from edgeasr.quant.recipe import CalibrationOptions, Recipe
 FP_METHOD = "fp"
 ALL_METHODS = "*"
 _BITS = re.compile(r"^w(\d+)a(\d+)(?:g(\d+))?$")
+RECIPE_FIELDS_ADDED_LATER = ("group_size_at",)
+"""`Recipe` fields added after sweeps had written rows, which hash into every cell key. Rows keyed before such a
+field existed measured their cell with the field empty, so a resumed sweep must not measure them again."""
 
 
 class GridError(EdgeASRError, ValueError):
@@ -70,7 +73,19 @@ class Cell:
     @property
     def key(self) -> str:
         """Identity for resuming: everything that changes the result, hashed."""
-        data = {"recipe": self.recipe.to_dict(), "dataset": self.dataset, "limit": self.limit, "spread": self.spread,
+        return self._hash(self.recipe.to_dict())
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """`key`, then the key a row written before the recipe fields of `RECIPE_FIELDS_ADDED_LATER` existed carries
+        for this cell (when they are at their empty defaults): both name the same measurement."""
+        recipe = self.recipe.to_dict()
+        if any(recipe[name] for name in RECIPE_FIELDS_ADDED_LATER):
+            return (self.key,)
+        return self.key, self._hash({k: v for k, v in recipe.items() if k not in RECIPE_FIELDS_ADDED_LATER})
+
+    def _hash(self, recipe: dict) -> str:
+        data = {"recipe": recipe, "dataset": self.dataset, "limit": self.limit, "spread": self.spread,
                 **revision_key(self.recipe.method)}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

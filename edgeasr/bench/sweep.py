@@ -90,7 +90,7 @@ def run_sweep(grid: Grid, results: Path, address: str | None = None, num_cpus: i
 
     cells = grid.cells()
     done = set() if remeasure else {r["key"] for r in read_rows(results) if r.get("status") == "ok" or not retry_failed}
-    todo = [c for c in cells if c.key not in done]
+    todo = [c for c in cells if done.isdisjoint(c.keys)]
     summary = SweepSummary(len(cells), len(cells) - len(todo), 0, 0)
     if not todo:
         return summary

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         done = {r["key"] for r in read_rows(results)}
         for cell in grid.cells():
-            print(f"{'done' if cell.key in done else 'todo'}  {cell.label}")
+            print(f"{'todo' if done.isdisjoint(cell.keys) else 'done'}  {cell.label}")
         return 0
     summary = run_sweep(grid, results, args.address, args.num_cpus, args.retry_failed,
                         verbose=args.verbose, remeasure=args.remeasure)

@@ -138,3 +138,22 @@ def test_a_row_keyed_before_a_later_recipe_field_existed_still_names_its_cell(tm
     assert cell.keys == (cell.key, written_then) and written_then != cell.key
     grouped = dataclasses.replace(cell, recipe=dataclasses.replace(cell.recipe, group_size_at={2: 32}))
     assert grouped.keys == (grouped.key,)  # a recipe that uses the field is a measurement no old row made
+
+
+def test_a_cell_does_not_evaluate_a_checkpoint_an_earlier_revision_of_its_method_made(tmp_path, monkeypatch):
+    """The sweep's checkpoint cache is the one `checkpoint_for` uses: a cached fit one revision old is quantized
+    again (the held-out HQQ rows of session 15 were first measured on the superseded fit)."""
+    import json
+
+    from edgeasr.bench import cell as cell_module
+    from edgeasr.quant import methods
+
+    path = tmp_path / "grid.toml"
+    path.write_text('models = ["moonshine-tiny"]\nmethods = ["rtn"]\nbits = ["w8a16"]\n')
+    cell = Grid.from_toml(path).cells()[0]
+    monkeypatch.setattr(cell_module, "checkpoint_path", lambda _cell: tmp_path / "checkpoint")
+    assert cell_module.load_engine(cell)[1]["checkpoint_cached"] is False
+    assert cell_module.load_engine(cell)[1]["checkpoint_cached"] is True
+    monkeypatch.setitem(methods.REVISIONS, "rtn", 2)
+    assert cell_module.load_engine(cell)[1]["checkpoint_cached"] is False
+    assert json.loads((tmp_path / "checkpoint" / "quant.json").read_text())["method_revision"] == 2

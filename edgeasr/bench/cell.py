@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import platform
 import time
@@ -20,7 +19,6 @@ from edgeasr.bench.grid import Cell, GridError
 from edgeasr.errors import QuantizationError
 from edgeasr.quant.methods import method_revision
 
-log = logging.getLogger(__name__)
 
 REFERENCE_UTTERANCE = (5.0, 20)
 """(audio seconds, decoder tokens) of the fixed utterance whose cost makes models comparable: the
@@ -48,25 +46,16 @@ def checkpoint_path(cell: Cell) -> Path:
 def load_engine(cell: Cell):
     """The Engine for the cell's recipe and the quantization stats (cached checkpoints keep their stats)."""
     from edgeasr.engine import Engine
-    from edgeasr.errors import CheckpointError
-    from edgeasr.quant.api import quantize_to_checkpoint
+    from edgeasr.quant.api import ensure_checkpoint
     from edgeasr.quant.checkpoint import read_meta
     from edgeasr.quant.methods import available_methods
-    from edgeasr.quant.recipe import Recipe
 
     if cell.is_fp:
         return Engine.load(cell.recipe.model), {"quantize_seconds": 0.0, "checkpoint_cached": None}
     if cell.recipe.method not in available_methods():  # a typo in the grid is a failure, not a refusal
         raise GridError(f"unknown method {cell.recipe.method!r}; registered: {', '.join(available_methods())}")
     path = checkpoint_path(cell)
-    cached = False
-    if path.exists():
-        try:
-            cached = Recipe.from_dict(read_meta(path)["recipe"]) == cell.recipe
-        except CheckpointError as exc:
-            log.warning("%s; quantizing again", exc)
-    if not cached:
-        quantize_to_checkpoint(cell.recipe, path)
+    cached = ensure_checkpoint(cell.recipe, path)
     stats = read_meta(path).get("stats", {})
     return Engine.load(path), {**stats, "checkpoint_cached": cached}
 

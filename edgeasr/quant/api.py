@@ -63,20 +63,28 @@ def quantize_to_checkpoint(recipe: Recipe, target: Path | None = None) -> Path:
 
 def checkpoint_for(recipe: Recipe) -> Path:
     """The cached checkpoint of `recipe`, quantizing it first if it is missing or does not verify."""
+    path = default_checkpoint_path(recipe)
+    ensure_checkpoint(recipe, path)
+    return path
+
+
+def ensure_checkpoint(recipe: Recipe, path: Path) -> bool:
+    """Quantize `recipe` into `path` unless a checkpoint of the same recipe, made by this edgeasr's revision of the
+    method, is there already; True when that cached one is used."""
     from edgeasr.quant.checkpoint import read_meta
 
-    path = default_checkpoint_path(recipe)
     if path.exists():
         try:
             meta = read_meta(path)
             if Recipe.from_dict(meta["recipe"]) == recipe:
                 if made_by_current_revision(recipe.method, meta):
-                    return path
+                    return True
                 log.warning("%s was made by another revision of %s; quantizing again", path, recipe.method)
         except CheckpointError as exc:
             log.warning("%s; quantizing again", exc)
     log.info("no cached checkpoint for %s: quantizing (once)", recipe.label)
-    return quantize_to_checkpoint(recipe, path)
+    quantize_to_checkpoint(recipe, path)
+    return False
 
 
 def load_or_quantize(model: str, method: str = "rtn", w_bits: int = 4, a_bits: int = 16,

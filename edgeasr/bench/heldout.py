@@ -26,6 +26,11 @@ def calibrated(row: dict) -> bool:
     return row["method"] not in BASELINES and get_method(row["method"]).uses_calibration(row.get("options") or {})
 
 
+def method_label(row: dict) -> str:
+    """`quarot weight_method=gptq`: the method with the options its row set (two settings are two columns)."""
+    return " ".join([row["method"]] + [f"{k}={v}" for k, v in sorted((row.get("options") or {}).items())])
+
+
 def calibration_label(row: dict) -> str:
     """`calib-mix 32x1 t128`: set, sequences x utterances per sequence, decoder positions."""
     cal = row.get("calibration")
@@ -58,7 +63,7 @@ def early_end_table(rows: list[dict], dataset: str = "longform-en") -> str:
     """Per method and calibration on `dataset`: WER, deletions by clip length, words lost to an early end."""
     buckets = [bucket_label(*b) for b in LENGTH_BUCKETS]
     picked = sorted((r for r in rows if r["dataset"] == dataset and r["bits"] in ("fp", "w4a16", "w3a16")),
-                    key=lambda r: (r["model"], r["bits"] != "fp", r["bits"], calibration_label(r), r["method"]))
+                    key=lambda r: (r["model"], r["bits"] != "fp", r["bits"], calibration_label(r), method_label(r)))
     if not picked:
         return ""
     head = ["model", "method", "bits", "calibration", "WER %", "deletions"] + [f"del {b}" for b in buckets]
@@ -67,7 +72,7 @@ def early_end_table(rows: list[dict], dataset: str = "longform-en") -> str:
     for r in picked:
         by_length = r.get("by_length", {})
         cells = [f"{by_length[b]['deletions']}/{by_length[b]['words']}" if b in by_length else "" for b in buckets]
-        lines.append("| " + " | ".join([r["model"], r["method"], r["bits"], calibration_label(r), f"{r['wer']:.2f}",
+        lines.append("| " + " | ".join([r["model"], method_label(r), r["bits"], calibration_label(r), f"{r['wer']:.2f}",
                                         str(r["deletions"])] + cells
                                        + [f"{r.get('early_end_words', '?')} ({r.get('early_end_clips', '?')})",
                                           f"{r.get('loop_words', '?')} ({r.get('loop_clips', '?')})",
@@ -83,7 +88,7 @@ def cross_domain_table(rows: list[dict], model: str, bits: str = "w4a16") -> str
     table: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     for r in rows:
         if r["model"] == model and r["bits"] == bits and calibrated(r):
-            table[(r["method"], calibration_label(r))][r["dataset"]] = r["wer"]
+            table[(method_label(r), calibration_label(r))][r["dataset"]] = r["wer"]
     if not table:
         return ""
     lines = ["| method | calibration | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
@@ -109,15 +114,15 @@ def main_table(rows: list[dict], model: str, calibration: str | None) -> str:
     mine = [r for r in rows if r["model"] == model
             and (r["bits"] == "fp" or not calibrated(r) or calibration_label(r) == calibration)]
     sets = sorted({r["dataset"] for r in mine})
-    columns = sorted({(r["bits"], r["method"]) for r in mine if r["bits"] != "fp"})
+    columns = sorted({(r["bits"], method_label(r)) for r in mine if r["bits"] != "fp"})
     if not sets or not columns:
         return ""
-    eff = {(r["bits"], r["method"]): _bits(r) for r in mine}
+    eff = {(r["bits"], method_label(r)): _bits(r) for r in mine}
     head = ["set", "FP"] + [f"{m} {b.upper()} ({eff[b, m]} b)" for b, m in columns]
     head += ["best W4 (Δ, bits)", "best W3 (Δ, bits)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in sets:
-        at = {(r["bits"], r["method"]): r for r in mine if r["dataset"] == s}
+        at = {(r["bits"], method_label(r)): r for r in mine if r["dataset"] == s}
         fp = at.get(("fp", "fp"))
         row = [s, f"{fp['wer']:.2f}" if fp else ""]
         row += [f"{at[c]['wer']:.2f}" if c in at else "" for c in columns]
@@ -152,7 +157,7 @@ def versus_rtn_table(rows: list[dict], calibration: str) -> str:
     lines = ["| model | set | bits | method (bits/weight) | WER % | RTN % | Δ vs RTN [95 % CI] | P(worse) | verdict |",
              "|---|---|---|---|---:|---:|---|---:|---|"]
     verdicts: dict[str, dict[str, int]] = {"calibrated": defaultdict(int), "calibration-free": defaultdict(int)}
-    for r in sorted(rows, key=lambda r: (r["model"], r["dataset"], r["bits"], r["method"])):
+    for r in sorted(rows, key=lambda r: (r["model"], r["dataset"], r["bits"], method_label(r))):
         base = rtn.get(_measured_on(r))
         if r["method"] in BASELINES or "clip_errors" not in r or not base:
             continue
@@ -160,7 +165,8 @@ def versus_rtn_table(rows: list[dict], calibration: str) -> str:
             continue
         delta = paired_bootstrap(r["clip_errors"], base["clip_errors"])
         verdicts["calibrated" if calibrated(r) else "calibration-free"][delta.verdict] += 1
-        name = r["method"] + ("" if calibrated(r) or get_method(r["method"]).calibrated is False else ", no calibration")
+        name = method_label(r) + ("" if calibrated(r) or get_method(r["method"]).calibrated is False
+                                  else ", no calibration")
         lines.append(f"| {r['model']} | {r['dataset']} | {r['bits']} | {name} ({_bits(r)}) | {r['wer']:.2f} | "
                      f"{base['wer']:.2f} | {delta} | {delta.p_a_worse:.2f} | {delta.verdict} |")
     tallies = [f"{kind}: {sum(counts.values())} comparisons, "
@@ -174,13 +180,13 @@ def early_end_versus_fp_table(rows: list[dict]) -> str:
     fp = {_clips_of(r): r for r in rows if r["method"] == "fp" and "clip_errors" in r}
     lines = ["| model | set | method | bits | early-end words (clips) | on clips FP ends early too | added by quantization |",
              "|---|---|---|---|---:|---:|---:|"]
-    for r in sorted(rows, key=lambda r: (r["model"], r["dataset"], r["bits"] != "fp", r["method"])):
+    for r in sorted(rows, key=lambda r: (r["model"], r["dataset"], r["bits"] != "fp", method_label(r))):
         base = fp.get(_clips_of(r))
         if "clip_errors" not in r or not base:
             continue
         early = {c: e[2] for c, e in r["clip_errors"].items() if e[2]}
         own = sum(n for c, n in early.items() if base["clip_errors"].get(c, [0, 0, 0])[2])
-        lines.append(f"| {r['model']} | {r['dataset']} | {r['method']} | {r['bits']} | {sum(early.values())} "
+        lines.append(f"| {r['model']} | {r['dataset']} | {method_label(r)} | {r['bits']} | {sum(early.values())} "
                      f"({len(early)}) | {own} | {sum(early.values()) - own} |")
     return "\n".join(lines) if len(lines) > 2 else ""
 

@@ -17,6 +17,7 @@ from edgeasr.bench.breakdown import trailing_deletions
 from edgeasr.data.manifest import load_manifest
 from edgeasr.engine import Engine
 from edgeasr.metrics.wer import normalize
+from edgeasr.quant.checkpoint import read_meta
 
 
 @contextlib.contextmanager
@@ -34,13 +35,14 @@ def swapped(quantized: Engine, fp: Engine, part: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
-    parser.add_argument("--model", default="whisper-tiny.en", help="the FP model the checkpoint came from")
+    parser.add_argument("--model", help="the FP model the checkpoint came from (default: the one its recipe names)")
     parser.add_argument("--set", default="longform-en")
     parser.add_argument("--min-seconds", type=float, default=12.0)
     parser.add_argument("--limit", type=int, default=12)
     parser.add_argument("--match", default="", help="only clips whose id contains this (e.g. flite)")
     args = parser.parse_args()
-    quantized, fp = Engine.load(args.checkpoint), Engine.load(args.model)
+    model = args.model or read_meta(args.checkpoint)["recipe"]["model"]
+    quantized, fp = Engine.load(args.checkpoint), Engine.load(model)
     clips = [u for u in load_manifest(args.set) if u.text and u.seconds >= args.min_seconds
              and args.match in u.id][: args.limit]
     totals = {"fp": 0, "quantized": 0, "fp-encoder": 0, "fp-decoder": 0}

@@ -165,8 +165,8 @@ def versus_rtn_table(rows: list[dict], calibration: str) -> str:
             continue
         delta = paired_bootstrap(r["clip_errors"], base["clip_errors"])
         verdicts["calibrated" if calibrated(r) else "calibration-free"][delta.verdict] += 1
-        name = method_label(r) + ("" if calibrated(r) or get_method(r["method"]).calibrated is False
-                                  else ", no calibration")
+        optional = callable(get_method(r["method"]).calibrated)  # say so where only some settings calibrate
+        name = method_label(r) + (", no calibration" if optional and not calibrated(r) else "")
         lines.append(f"| {r['model']} | {r['dataset']} | {r['bits']} | {name} ({_bits(r)}) | {r['wer']:.2f} | "
                      f"{base['wer']:.2f} | {delta} | {delta.p_a_worse:.2f} | {delta.verdict} |")
     tallies = [f"{kind}: {sum(counts.values())} comparisons, "

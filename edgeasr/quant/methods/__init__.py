@@ -83,8 +83,9 @@ class MethodInfo:
         return self.options(**values)
 
 
-def register(name: str, options: type, *, calibrated: bool | Callable[[object], bool], needs_activation_quant: bool = False,
-             summary: str = "", input_vectors: Callable[[object], int] = no_input_vectors) -> Callable:
+def register(name: str, options: type, *, calibrated: bool | Callable[[object], bool],
+             needs_activation_quant: bool = False, summary: str = "",
+             input_vectors: Callable[[object], int] = no_input_vectors) -> Callable:
     """Declare a method function: attach its `MethodInfo` (the `METHODS` table says where it lives)."""
     def decorator(fn: Callable) -> Callable:
         fn.method_info = MethodInfo(name, fn, options, calibrated, needs_activation_quant, summary, input_vectors)

@@ -188,7 +188,8 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RAT
 
 
 def split_on_silence(audio: np.ndarray, max_seconds: float, sample_rate: int = SAMPLE_RATE,
-                     frame_ms: int = 30, keep_pause_seconds: float = 0.2) -> list[tuple[int, int]]:
+                     frame_ms: int = 30, keep_pause_seconds: float = 0.2,
+                     keep_opening_seconds: float = 0.5) -> list[tuple[int, int]]:
     """Cut audio longer than `max_seconds` into pieces, preferring the quietest frame near each limit.
 
     Returns (start, end) sample ranges in order. Cutting at low energy keeps words whole, and pieces under
@@ -196,14 +197,20 @@ def split_on_silence(audio: np.ndarray, max_seconds: float, sample_rate: int = S
     (frames within 10 dB of the quietest one) is not carried into the next piece beyond
     `keep_pause_seconds`: measured, moonshine-base decodes a piece that opens with 0.8 s of silence to
     nothing (a 23 s long-form item lost its last 24 words), and with 0.65 s or less it transcribes it.
-    So pieces cover all the audio except the middle of the pauses they were cut in.
+    The audio's own opening pause is cut to `keep_opening_seconds` the same way, at every length: measured,
+    moonshine-base (FP) decodes a long-form item behind 1.5 s of silence to nothing, and at W4A8 behind the
+    1.26 s opening of `long18-asterisk` (`scripts/opening_silence_probe.py`); the live path's VAD never
+    feeds more than its 0.3 s pre-roll. An opening is a pause when it is 20 dB under the median frame.
+    So pieces cover all the audio except the middle of the pauses they were cut in and the start of a
+    long opening pause.
     """
     limit = int(max_seconds * sample_rate)
-    if audio.size <= limit:
-        return [(0, audio.size)]
     frame = sample_rate * frame_ms // 1000
+    start = _opening_pause_end(audio, frame, limit, int(keep_opening_seconds * sample_rate))
+    if audio.size - start <= limit:
+        return [(start, audio.size)]
     keep = int(keep_pause_seconds * sample_rate)
-    pieces, start = [], 0
+    pieces = []
     while audio.size - start > limit:
         # Search the last third of the window for the quietest frame.
         lo, hi = start + limit * 2 // 3, start + limit - frame
@@ -221,6 +228,17 @@ def split_on_silence(audio: np.ndarray, max_seconds: float, sample_rate: int = S
         start = max(cut, resume - keep)
     pieces.append((start, audio.size))
     return pieces
+
+
+def _opening_pause_end(audio: np.ndarray, frame: int, window: int, keep: int) -> int:
+    """Where the first piece starts: `keep` samples before the first frame of the opening window that is within
+    20 dB of its median frame (0 when no frame is, as in all-silent or steady audio)."""
+    n = min(audio.size, max(window, frame)) // frame
+    if n == 0:
+        return 0
+    energies = (audio[:n * frame].astype(np.float64).reshape(n, frame) ** 2).mean(1)
+    loud = np.flatnonzero(energies > np.median(energies) * 0.01)
+    return max(0, int(loud[0]) * frame - keep) if loud.size else 0
 
 
 def voiced_seconds(audio: np.ndarray, aggressiveness: int = 2, frame_ms: int = 30) -> float:

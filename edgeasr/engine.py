@@ -126,7 +126,8 @@ class Engine:
         return segment, enc_s, dec_s
 
     def transcribe(self, audio: np.ndarray | str | Path, sample_rate: int = SAMPLE_RATE) -> Transcript:
-        """Transcribe a path or an array (any rate, mono or stereo); long audio is cut on silence."""
+        """Transcribe a path or an array (any rate, mono or stereo); long audio is cut on silence, and a long
+        opening pause is cut to half a second (`split_on_silence`)."""
         samples = prepare_audio(audio, sample_rate)
         segments, enc_total, dec_total = [], 0.0, 0.0
         for start, end in split_on_silence(samples, self.backend.max_segment_seconds):

@@ -10,7 +10,7 @@ import torch
 from edgeasr.engine import Engine
 from edgeasr.errors import QuantizationError
 from edgeasr.quant.methods import get_method
-from edgeasr.quant.methods.smoothquant import SmoothQuantOptions, smooth_scale
+from edgeasr.quant.methods.smoothquant import SmoothQuantOptions, alpha_candidates, smooth_scale
 from edgeasr.registry import fetch_package, find_file
 from edgeasr.zoo.catalog import MOONSHINE_VOICE
 from quant_support import fp_backend, output_error, quantized
@@ -44,6 +44,12 @@ def test_w_a8_output_error_below_rtn(w_bits):
     err_sq = output_error(fp, smoothquant(w_bits, 8))
     err_rtn = output_error(fp, quantized(MODEL, "rtn", w_bits, 8))
     assert err_sq < err_rtn, (err_sq, err_rtn)
+
+
+def test_alpha_is_searched_on_a_grid_unless_the_grid_is_off():
+    assert alpha_candidates(SmoothQuantOptions()) == [i / 10 for i in range(11)]
+    assert alpha_candidates(SmoothQuantOptions(alpha_grid=4)) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert alpha_candidates(SmoothQuantOptions(alpha_grid=0, alpha=0.7)) == [0.7]  # the paper's one α
 
 
 def test_w8a8_keeps_beckett_transcript():

@@ -15,6 +15,10 @@ SAMPLE_RATE = 16000
 MIN_SAMPLES = SAMPLE_RATE * 30 // 1000
 """Shortest audio worth transcribing: one 30 ms VAD frame; anything shorter holds no word."""
 LIVE_CHUNK_MS = 30
+SEGMENTATION_REVISION = 2
+"""How `split_on_silence` places the pieces a model decodes; sweep rows record it. 1 fed the audio's opening pause
+whole; 2 (session 16) cuts an opening pause longer than half a second. Rows of 1 differ from 2 only on clips with
+such an opening (`scripts/rescore_opening_pause.py` re-scores those clips)."""
 """Audio per chunk the live front ends feed a streaming session: one webrtcvad frame, so an end-of-turn
 decision waits at most one frame beyond its pause (100 ms chunks added ~45 ms to end of speech → final)."""
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from edgeasr.audio import SEGMENTATION_REVISION
 from edgeasr.bench.breakdown import EARLY_END_MIN_WORDS, breakdown, skipped_words, trailing_deletions
 from edgeasr.data import build_dataset, load_manifest
 from edgeasr.engine import Engine
@@ -65,14 +66,16 @@ def test_tables_keep_the_latest_of_a_measurement_of_the_current_method_and_name_
         cal = {"dataset": "calib-mix", "n_clips": 64, "concat": 1, "max_decoder_tokens": 128, "seed": 0}
         return {"key": key, "status": "ok", "model": "m", "method": method, "bits": bits, "group_size": 64,
                 "dataset": "tts-en", "limit": 50, "spread": True, "calibration": None if method == "fp" else cal,
-                "options": {}, "wer": wer, "effective_bits": eff, "deletions": 0}
+                "options": {}, "wer": wer, "effective_bits": eff, "deletions": 0, "segmentation": SEGMENTATION_REVISION}
 
     rows = [row("fp", "fp", 10.0, "a"), row("rtn", "w4a16", 12.0, "b", 4.31),
             row("gptq", "w4a16", 13.0, "old-key", 4.31), row("gptq", "w4a16", 11.5, "new-key", 4.31)]
     stale_hqq = row("hqq", "w4a16", 9.0, "c", 4.31)  # no method_revision: HQQ's first fit, superseded
-    text = render(rows + [stale_hqq], "calib-mix 64x1 t128")
+    raw_opening = {**row("awq", "w4a16", 8.0, "d", 4.31), "segmentation": 1}  # decoded before the opening cut
+    text = render(rows + [stale_hqq, raw_opening], "calib-mix 64x1 t128")
     assert "| tts-en | 10.00 | 11.50 | 12.00 | gptq 11.50 (+1.50, 4.31 b) |" in text  # the re-run replaced 13.0
     assert "hqq" not in text and "9.00" not in text
+    assert "awq" not in text and "8.00" not in text
     assert "gptq W4A16 (4.31 b)" in text and "13.00" not in text
 
 
@@ -85,7 +88,7 @@ def test_paired_table_compares_with_rtn_on_the_same_clips_and_splits_off_fps_own
         errors = sum(e[0] for e in clips.values())
         words = sum(e[1] for e in clips.values())
         return {"key": method, "status": "ok", "model": "m", "method": method, "bits": bits, "group_size": 64,
-                "dataset": "longform-en", "limit": 50, "spread": True, "options": {}, "deletions": 0,
+                "dataset": "longform-en", "limit": 50, "spread": True, "options": {}, "deletions": 0, "segmentation": SEGMENTATION_REVISION,
                 "calibration": None if method == "fp" else cal, "wer": 100 * errors / words, "clip_errors": clips}
 
     fp = {f"c{i}": [1, 20, 0] for i in range(40)} | {"c0": [12, 20, 12]}  # FP itself ends c0 early

@@ -102,12 +102,15 @@ def scrub(text: str) -> str:
 
 
 def base_row(cell: Cell) -> dict:
+    from edgeasr.audio import SEGMENTATION_REVISION
+
     recipe = cell.recipe
     return {"key": cell.key, "cell": cell.label, "model": recipe.model, "method": recipe.method,
             "bits": cell.bits_label, "w_bits": recipe.w_bits, "a_bits": recipe.a_bits,
             "group_size": recipe.group_size, "dataset": cell.dataset, "limit": cell.limit, "spread": cell.spread,
             "seed": recipe.calibration.seed, "calibration": None if cell.is_fp else asdict(recipe.calibration),
-            "options": recipe.options, "method_revision": None if cell.is_fp else method_revision(recipe.method)}
+            "options": recipe.options, "method_revision": None if cell.is_fp else method_revision(recipe.method),
+            "segmentation": SEGMENTATION_REVISION}
 
 
 def run_cell(cell: Cell, threads: int = 1) -> dict:

@@ -14,6 +14,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from edgeasr.audio import SEGMENTATION_REVISION
 from edgeasr.bench.breakdown import LENGTH_BUCKETS, bucket_label
 from edgeasr.metrics.paired import paired_bootstrap
 from edgeasr.quant.methods import get_method, made_by_current_revision
@@ -46,10 +47,12 @@ def _identity(row: dict) -> tuple:
 
 
 def _ok(rows: list[dict]) -> list[dict]:
-    """The latest successful row of each measurement, leaving out those a superseded revision of the method made."""
+    """The latest successful row of each measurement, leaving out those a superseded revision of the method made or
+    an earlier segmentation decoded (a row without the field predates revisions: 1)."""
     latest: dict[tuple, dict] = {}
     for row in rows:
-        if row.get("status") == "ok" and made_by_current_revision(row["method"], row):
+        if (row.get("status") == "ok" and made_by_current_revision(row["method"], row)
+                and row.get("segmentation", 1) == SEGMENTATION_REVISION):
             latest[_identity(row)] = row  # a re-run of the same measurement replaces the older row
     return list(latest.values())
 

@@ -105,3 +105,5 @@ def test_paired_table_compares_with_rtn_on_the_same_clips_and_splits_off_fps_own
     assert "calibration-free: 1 comparisons, 1 worse, 0 tie, 0 better than RTN" in text
     assert "| m | longform-en | gptq | w4a16 | 12 (1) | 12 | 0 |" in text  # FP's own early end
     assert "| m | longform-en | awq | w4a16 | 6 (1) | 0 | 6 |" in text  # added by quantization
+    assert ("3 comparisons, 2 with more words lost than RTN: m longform-en w4a16 awq (6 vs 0); "
+            "m longform-en w4a16 gptq (12 vs 0)." in text)  # the goal's clause counts FP's own early end too

@@ -46,10 +46,10 @@ def test_w_a8_output_error_below_rtn(w_bits):
     assert err_sq < err_rtn, (err_sq, err_rtn)
 
 
-def test_alpha_is_searched_on_a_grid_unless_the_grid_is_off():
-    assert alpha_candidates(SmoothQuantOptions()) == [i / 10 for i in range(11)]
+def test_one_alpha_by_default_and_a_grid_on_request():
+    assert alpha_candidates(SmoothQuantOptions()) == [0.5]  # the paper's one α
+    assert alpha_candidates(SmoothQuantOptions(alpha=0.7)) == [0.7]
     assert alpha_candidates(SmoothQuantOptions(alpha_grid=4)) == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert alpha_candidates(SmoothQuantOptions(alpha_grid=0, alpha=0.7)) == [0.7]  # the paper's one α
 
 
 def test_w8a8_keeps_beckett_transcript():

@@ -29,12 +29,11 @@ METHODS: dict[str, str] = {
 }
 """RTN is the baseline; the next eight are the study's methods; HQQ (calibration-free) is the ninth."""
 
-REVISIONS: dict[str, int] = {"hqq": 2, "smoothquant": 2}
+REVISIONS: dict[str, int] = {"hqq": 2}
 """Methods whose default output changed while their recipes (and so their cache labels) stayed the same, and
 how often (absent = 1). Checkpoints and bundles record the revision that made them and the caches skip one
 made at another, so a recipe never runs on a stale fit. HQQ 2: the paper's real-valued zero point (session 13)
-replaced an integer zero point with a refitted scale. SmoothQuant 2: α searched per site (session 16) replaced
-one α = 0.5 for every site."""
+replaced an integer zero point with a refitted scale."""
 
 
 def method_revision(name: str) -> int:

@@ -15,12 +15,12 @@ SAMPLE_RATE = 16000
 MIN_SAMPLES = SAMPLE_RATE * 30 // 1000
 """Shortest audio worth transcribing: one 30 ms VAD frame; anything shorter holds no word."""
 LIVE_CHUNK_MS = 30
+"""Audio per chunk the live front ends feed a streaming session: one webrtcvad frame, so an end-of-turn
+decision waits at most one frame beyond its pause (100 ms chunks added ~45 ms to end of speech → final)."""
 SEGMENTATION_REVISION = 2
 """How `split_on_silence` places the pieces a model decodes; sweep rows record it. 1 fed the audio's opening pause
 whole; 2 (session 16) cuts an opening pause longer than half a second. Rows of 1 differ from 2 only on clips with
 such an opening (`scripts/rescore_opening_pause.py` re-scores those clips)."""
-"""Audio per chunk the live front ends feed a streaming session: one webrtcvad frame, so an end-of-turn
-decision waits at most one frame beyond its pause (100 ms chunks added ~45 ms to end of speech → final)."""
 
 # Leading bytes of common files that are not audio, so a renamed image or document gets a real reason.
 _NOT_AUDIO = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
@@ -237,7 +237,7 @@ def split_on_silence(audio: np.ndarray, max_seconds: float, sample_rate: int = S
 def _opening_pause_end(audio: np.ndarray, frame: int, window: int, keep: int) -> int:
     """Where the first piece starts: `keep` samples before the first frame of the opening window that is within
     20 dB of its median frame (0 when no frame is, as in all-silent or steady audio)."""
-    n = min(audio.size, max(window, frame)) // frame
+    n = min(audio.size, window) // frame
     if n == 0:
         return 0
     energies = (audio[:n * frame].astype(np.float64).reshape(n, frame) ** 2).mean(1)

@@ -6,8 +6,8 @@ Revision 2 changes a clip's decode only when its opening pause is longer than ha
 such clip of the row's evaluation subset is decoded as revision 1 did (the raw clip as one segment) and as the
 engine does now; the row's counts lose the first decode's contribution and gain the second's (corpus WER and the
 breakdown are sums over clips). A row with no such clip only gets the field. Rows whose checkpoint is not in the
-cache, or whose key no current recipe reproduces, stay as they are (the report leaves them out) and are listed:
-re-run their grids.
+cache, whose key no current recipe reproduces, or that a superseded method revision made, stay as they are (the
+report leaves them out) and are listed: re-run their grids.
 
     python scripts/rescore_opening_pause.py bench/results/heldout.jsonl [--dry-run]
 """
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="list what would change, write nothing")
     args = parser.parse_args()
     rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
-    todo: dict[str, list[int]] = defaultdict(list)  # engine to load -> rows needing a re-score
+    todo: dict[str, list[tuple[int, dict]]] = defaultdict(list)  # engine to load -> (row, its clips to re-score)
     left = []
     for i, row in enumerate(rows):
         if row.get("segmentation", 1) == SEGMENTATION_REVISION or row.get("status") != "ok":
@@ -96,26 +96,24 @@ def main() -> None:
         cell = cell_of(row)
         family = "whisper" if row["model"].startswith("whisper") else "moonshine"
         subset = {u.id for u in load_manifest(subset_manifest(cell))}
-        if not subset & set(cut_clips(row["dataset"], family)):
+        clips = {k: v for k, v in cut_clips(row["dataset"], family).items() if k in subset}
+        if not clips:
             row["segmentation"] = SEGMENTATION_REVISION
             continue
         if cell.is_fp:
-            todo[row["model"]].append(i)
+            todo[row["model"]].append((i, clips))
             continue
         path = checkpoint_path(cell)
         if (row["key"] not in cell.keys or not made_by_current_revision(row["method"], row) or not path.exists()
                 or not made_by_current_revision(row["method"], read_meta(path))):
             left.append(row["cell"])
             continue
-        todo[str(path)].append(i)
-    for target, indices in todo.items():
+        todo[str(path)].append((i, clips))
+    for target, pending in todo.items():
         engine = Engine.load(target)
         decoded = {}
-        for i in indices:
+        for i, clips in pending:
             row = rows[i]
-            family = engine.family
-            subset = {u.id for u in load_manifest(subset_manifest(cell_of(row)))}
-            clips = {k: v for k, v in cut_clips(row["dataset"], family).items() if k in subset}
             for clip_id, (text, samples) in clips.items():
                 if clip_id not in decoded:
                     segment, _, _ = engine.transcribe_segment(samples)
@@ -131,7 +129,7 @@ def main() -> None:
             row["segmentation"] = SEGMENTATION_REVISION
             row["rescored_clips"] = sorted(clips)
     for cell_label in left:
-        print(json.dumps({"left": cell_label, "why": "checkpoint not in the cache or key of an older recipe"}))
+        print(json.dumps({"left": cell_label, "why": "superseded method revision, key of an older recipe, or checkpoint not in the cache"}))
     if args.dry_run:
         return
     appended = args.results.read_text().splitlines()[len(rows):]  # rows a running sweep added meanwhile

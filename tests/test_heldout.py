@@ -66,7 +66,8 @@ def test_tables_keep_the_latest_of_a_measurement_of_the_current_method_and_name_
         cal = {"dataset": "calib-mix", "n_clips": 64, "concat": 1, "max_decoder_tokens": 128, "seed": 0}
         return {"key": key, "status": "ok", "model": "m", "method": method, "bits": bits, "group_size": 64,
                 "dataset": "tts-en", "limit": 50, "spread": True, "calibration": None if method == "fp" else cal,
-                "options": {}, "wer": wer, "effective_bits": eff, "deletions": 0, "segmentation": SEGMENTATION_REVISION}
+                "options": {}, "wer": wer, "effective_bits": eff, "deletions": 0,
+                "segmentation": SEGMENTATION_REVISION}
 
     rows = [row("fp", "fp", 10.0, "a"), row("rtn", "w4a16", 12.0, "b", 4.31),
             row("gptq", "w4a16", 13.0, "old-key", 4.31), row("gptq", "w4a16", 11.5, "new-key", 4.31)]
@@ -88,8 +89,9 @@ def test_paired_table_compares_with_rtn_on_the_same_clips_and_splits_off_fps_own
         errors = sum(e[0] for e in clips.values())
         words = sum(e[1] for e in clips.values())
         return {"key": method, "status": "ok", "model": "m", "method": method, "bits": bits, "group_size": 64,
-                "dataset": "longform-en", "limit": 50, "spread": True, "options": {}, "deletions": 0, "segmentation": SEGMENTATION_REVISION,
-                "calibration": None if method == "fp" else cal, "wer": 100 * errors / words, "clip_errors": clips}
+                "dataset": "longform-en", "limit": 50, "spread": True, "options": {}, "deletions": 0,
+                "segmentation": SEGMENTATION_REVISION, "calibration": None if method == "fp" else cal,
+                "wer": 100 * errors / words, "clip_errors": clips}
 
     fp = {f"c{i}": [1, 20, 0] for i in range(40)} | {"c0": [12, 20, 12]}  # FP itself ends c0 early
     rtn = {f"c{i}": [2, 20, 0] for i in range(40)}

@@ -150,20 +150,25 @@ def _measured_on(row: dict) -> tuple:
     return _clips_of(row) + (row["bits"], row.get("group_size"))
 
 
+def _paired_with_rtn(rows: list[dict]):
+    """(row, RTN row at the same bits on the same clips) for every non-baseline row, both keeping `clip_errors`."""
+    rtn = {_measured_on(r): r for r in rows if r["method"] == "rtn" and "clip_errors" in r}
+    for r in sorted(rows, key=lambda r: (r["model"], r["dataset"], r["bits"], method_label(r))):
+        base = rtn.get(_measured_on(r))
+        if r["method"] not in BASELINES and "clip_errors" in r and base:
+            yield r, base
+
+
 def versus_rtn_table(rows: list[dict], calibration: str) -> str:
     """Each method minus RTN at the same bits on the same clips, with a 95 % paired-bootstrap interval; calibrated
     methods on `calibration`, counted apart from the calibration-free ones.
 
     Only rows that keep `clip_errors` take part: a corpus WER alone cannot say whether a few words are the
     method or the choice of clips."""
-    rtn = {_measured_on(r): r for r in rows if r["method"] == "rtn" and "clip_errors" in r}
     lines = ["| model | set | bits | method (bits/weight) | WER % | RTN % | Δ vs RTN [95 % CI] | P(worse) | verdict |",
              "|---|---|---|---|---:|---:|---|---:|---|"]
     verdicts: dict[str, dict[str, int]] = {"calibrated": defaultdict(int), "calibration-free": defaultdict(int)}
-    for r in sorted(rows, key=lambda r: (r["model"], r["dataset"], r["bits"], method_label(r))):
-        base = rtn.get(_measured_on(r))
-        if r["method"] in BASELINES or "clip_errors" not in r or not base:
-            continue
+    for r, base in _paired_with_rtn(rows):
         if calibrated(r) and calibration_label(r) != calibration:
             continue
         delta = paired_bootstrap(r["clip_errors"], base["clip_errors"])
@@ -196,12 +201,8 @@ def early_end_versus_fp_table(rows: list[dict]) -> str:
 
 def early_end_versus_rtn(rows: list[dict]) -> str:
     """The goal's clause: each method's early-end words against RTN's at the same bits on the same clips."""
-    rtn = {_measured_on(r): r for r in rows if r["method"] == "rtn" and "clip_errors" in r}
     more, compared = [], 0
-    for r in sorted(rows, key=lambda r: (r["model"], r["dataset"], r["bits"], method_label(r))):
-        base = rtn.get(_measured_on(r))
-        if r["method"] in BASELINES or "clip_errors" not in r or not base:
-            continue
+    for r, base in _paired_with_rtn(rows):
         compared += 1
         words, rtn_words = (sum(e[2] for e in row["clip_errors"].values()) for row in (r, base))
         if words > rtn_words:

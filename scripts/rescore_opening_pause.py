@@ -24,25 +24,15 @@ from pathlib import Path
 from edgeasr.audio import SEGMENTATION_REVISION, prepare_audio, split_on_silence
 from edgeasr.bench.breakdown import breakdown
 from edgeasr.bench.cell import checkpoint_path, subset_manifest
-from edgeasr.bench.grid import FP_METHOD, Cell
+from edgeasr.bench.grid import Cell
 from edgeasr.data.manifest import load_manifest
 from edgeasr.engine import Engine
 from edgeasr.metrics.wer import corpus_wer, normalize
 from edgeasr.quant.checkpoint import read_meta
 from edgeasr.quant.methods import made_by_current_revision
-from edgeasr.quant.recipe import CalibrationOptions, Recipe
 
 SEGMENT_SECONDS = {"whisper": 28.0, "moonshine": 20.0}
 SUMMED = ("early_end_words", "early_end_clips", "skipped_words", "loop_words", "loop_clips")
-
-
-def cell_of(row: dict) -> Cell:
-    if row["method"] == FP_METHOD:
-        recipe = Recipe(row["model"], FP_METHOD)
-    else:
-        recipe = Recipe(row["model"], row["method"], row["w_bits"], row["a_bits"], row["group_size"],
-                        calibration=CalibrationOptions(**row["calibration"]), options=row["options"])
-    return Cell(recipe, row["dataset"], row["limit"], row["spread"])
 
 
 @lru_cache(maxsize=None)
@@ -93,7 +83,7 @@ def main() -> None:
     for i, row in enumerate(rows):
         if row.get("segmentation", 1) == SEGMENTATION_REVISION or row.get("status") != "ok":
             continue
-        cell = cell_of(row)
+        cell = Cell.from_row(row)
         family = "whisper" if row["model"].startswith("whisper") else "moonshine"
         subset = {u.id for u in load_manifest(subset_manifest(cell))}
         clips = {k: v for k, v in cut_clips(row["dataset"], family).items() if k in subset}

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from edgeasr.audio import SEGMENTATION_REVISION
-from edgeasr.bench.breakdown import EARLY_END_MIN_WORDS, breakdown, skipped_words, trailing_deletions
+from edgeasr.bench.breakdown import (EARLY_END_DETECTOR, EARLY_END_MIN_WORDS, breakdown, skipped_words,
+                                     trailing_deletions)
 from edgeasr.data import build_dataset, load_manifest
 from edgeasr.engine import Engine
 from edgeasr.metrics.wer import normalize
@@ -27,6 +28,14 @@ def test_trailing_and_skipped_words() -> None:
     assert trailing_deletions(ref, "one two three four five six seven eight") == 0
     assert trailing_deletions(ref, "one two three four five six seven ate") == 0  # a substitution is not an end
     assert trailing_deletions(ref, "") == 8
+    # Words joined differently up to the last one (whisper-base AWQ W4 on flite-kal-h03-01): no early end ...
+    sock = "the small pup gnawed a hole in the sock"
+    assert trailing_deletions(sock, "the small pop nordaholin vesak") < EARLY_END_MIN_WORDS
+    assert trailing_deletions(sock, "the small part") == 6
+    # ... where a decoder that stopped before the speech did loses what follows (moonshine-tiny OS+ W4A8, speed-en).
+    key = "please enter your conference number followed by the pound key"
+    assert trailing_deletions(key, "please add to your conference number followed") == 4
+    assert trailing_deletions(ref, "one two thr") == 5  # a word cut short is not counted lost
     assert skipped_words(ref, "one two seven eight") == 4  # a jump over four words
     assert skipped_words(ref, "one three five seven") == 0  # single misses are no run
     rows = [{"id": "long", "reference_norm": ref, "hypothesis_norm": "one two", "audio_seconds": 12.0},
@@ -67,16 +76,18 @@ def test_tables_keep_the_latest_of_a_measurement_of_the_current_method_and_name_
         return {"key": key, "status": "ok", "model": "m", "method": method, "bits": bits, "group_size": 64,
                 "dataset": "tts-en", "limit": 50, "spread": True, "calibration": None if method == "fp" else cal,
                 "options": {}, "wer": wer, "effective_bits": eff, "deletions": 0,
-                "segmentation": SEGMENTATION_REVISION}
+                "segmentation": SEGMENTATION_REVISION, "early_end_detector": EARLY_END_DETECTOR}
 
     rows = [row("fp", "fp", 10.0, "a"), row("rtn", "w4a16", 12.0, "b", 4.31),
             row("gptq", "w4a16", 13.0, "old-key", 4.31), row("gptq", "w4a16", 11.5, "new-key", 4.31)]
     stale_hqq = row("hqq", "w4a16", 9.0, "c", 4.31)  # no method_revision: HQQ's first fit, superseded
     raw_opening = {**row("awq", "w4a16", 8.0, "d", 4.31), "segmentation": 1}  # decoded before the opening cut
-    text = render(rows + [stale_hqq, raw_opening], "calib-mix 64x1 t128")
+    word_only = {**row("spqr", "w4a16", 7.0, "e", 4.31), "early_end_detector": 1}  # early ends counted by words
+    text = render(rows + [stale_hqq, raw_opening, word_only], "calib-mix 64x1 t128")
     assert "| tts-en | 10.00 | 11.50 | 12.00 | gptq 11.50 (+1.50, 4.31 b) |" in text  # the re-run replaced 13.0
     assert "hqq" not in text and "9.00" not in text
     assert "awq" not in text and "8.00" not in text
+    assert "spqr" not in text and "7.00" not in text
     assert "gptq W4A16 (4.31 b)" in text and "13.00" not in text
 
 
@@ -90,7 +101,8 @@ def test_paired_table_compares_with_rtn_on_the_same_clips_and_splits_off_fps_own
         words = sum(e[1] for e in clips.values())
         return {"key": method, "status": "ok", "model": "m", "method": method, "bits": bits, "group_size": 64,
                 "dataset": "longform-en", "limit": 50, "spread": True, "options": {}, "deletions": 0,
-                "segmentation": SEGMENTATION_REVISION, "calibration": None if method == "fp" else cal,
+                "segmentation": SEGMENTATION_REVISION, "early_end_detector": EARLY_END_DETECTOR,
+                "calibration": None if method == "fp" else cal,
                 "wer": 100 * errors / words, "clip_errors": clips}
 
     fp = {f"c{i}": [1, 20, 0] for i in range(40)} | {"c0": [12, 20, 12]}  # FP itself ends c0 early

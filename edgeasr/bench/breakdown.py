@@ -2,7 +2,12 @@
 
 A quantized decoder that emits end-of-text too soon shows up as a run of deletions at the end of the
 reference (the hypothesis stops, the speech goes on). `trailing_deletions` counts that run per clip
-from the word alignment of the normalised texts. A decoder that jumps over a sentence after a pause
+from the word alignment of the normalised texts, but counts only reference words that the hypothesis has no
+text for: a hypothesis that runs to the end of the speech with words split or joined differently ("the small
+pop nordaholin vesak" for "the small pup gnawed a hole in the sock") leaves reference words over at the end of
+the word alignment, yet its words after the last match are as long, in characters, as all but the last two
+reference words after it, while one that stopped ("the small part") covers one word of seven (detector
+revision 2, `EARLY_END_DETECTOR`; revision 1 counted the word alignment alone). A decoder that jumps over a sentence after a pause
 loses a run of words inside the clip: `skipped_words` counts every run of at least
 `EARLY_END_MIN_WORDS` deleted words, trailing or not. A clip whose last segment the engine's guard
 dropped (a repetition loop such as "♪ ♪ ♪…" from the first token) also ends in deletions, but the decoder
@@ -20,6 +25,8 @@ LENGTH_BUCKETS = ((0.0, 5.0), (5.0, 10.0), (10.0, 17.0), (17.0, float("inf")))
 """Clip-length ranges (seconds) of the per-length columns."""
 EARLY_END_MIN_WORDS = 3
 """A clip counts as ended early when at least this many reference words trail the last hypothesis word."""
+EARLY_END_DETECTOR = 2
+"""Revision of `trailing_deletions`, recorded in sweep rows: early-end counts of another revision do not compare."""
 
 
 def bucket_label(low: float, high: float) -> str:
@@ -27,15 +34,24 @@ def bucket_label(low: float, high: float) -> str:
 
 
 def trailing_deletions(reference_norm: str, hypothesis_norm: str) -> int:
-    """Reference words after the last word the hypothesis matched or substituted (all of them if it is empty)."""
-    ref = reference_norm.split()
+    """Reference words after the last word the hypothesis matched or substituted (all of them if it is empty),
+    and no more than the words of the reference after its last matched word that the hypothesis's own words
+    after that point do not cover, by characters."""
+    ref, hyp = reference_norm.split(), hypothesis_norm.split()
     if not ref:
         return 0
-    if not hypothesis_norm.split():
+    if not hyp:
         return len(ref)
     chunks = jiwer.process_words(reference_norm, hypothesis_norm).alignments[0]
-    last = max((c.ref_end_idx for c in chunks if c.type in ("equal", "substitute")), default=0)
-    return len(ref) - last
+    last_aligned = max((c.ref_end_idx for c in chunks if c.type in ("equal", "substitute")), default=0)
+    equal = [c for c in chunks if c.type == "equal"]
+    ref_from, hyp_from = (equal[-1].ref_end_idx, equal[-1].hyp_end_idx) if equal else (0, 0)
+    covered = len(" ".join(hyp[hyp_from:]))
+    starts, offset = [], 0
+    for word in ref[ref_from:]:
+        starts.append(offset)
+        offset += len(word) + 1
+    return min(len(ref) - last_aligned, sum(start >= covered for start in starts))
 
 
 def skipped_words(reference_norm: str, hypothesis_norm: str) -> int:

@@ -103,6 +103,7 @@ def scrub(text: str) -> str:
 
 def base_row(cell: Cell) -> dict:
     from edgeasr.audio import SEGMENTATION_REVISION
+    from edgeasr.bench.breakdown import EARLY_END_DETECTOR
 
     recipe = cell.recipe
     return {"key": cell.key, "cell": cell.label, "model": recipe.model, "method": recipe.method,
@@ -110,7 +111,7 @@ def base_row(cell: Cell) -> dict:
             "group_size": recipe.group_size, "dataset": cell.dataset, "limit": cell.limit, "spread": cell.spread,
             "seed": recipe.calibration.seed, "calibration": None if cell.is_fp else asdict(recipe.calibration),
             "options": recipe.options, "method_revision": None if cell.is_fp else method_revision(recipe.method),
-            "segmentation": SEGMENTATION_REVISION}
+            "segmentation": SEGMENTATION_REVISION, "early_end_detector": EARLY_END_DETECTOR}
 
 
 def run_cell(cell: Cell, threads: int = 1) -> dict:

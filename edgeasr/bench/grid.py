@@ -58,6 +58,16 @@ class Cell:
     spread: bool
     """The utterances are evenly spaced over the set rather than its first `limit`."""
 
+    @classmethod
+    def from_row(cls, row: dict) -> "Cell":
+        """The cell a sweep row measured (rescoring scripts re-decode rows through it)."""
+        if row["method"] == FP_METHOD:
+            recipe = Recipe(row["model"], FP_METHOD)
+        else:
+            recipe = Recipe(row["model"], row["method"], row["w_bits"], row["a_bits"], row["group_size"],
+                            calibration=CalibrationOptions(**row["calibration"]), options=row["options"])
+        return cls(recipe, row["dataset"], row["limit"], row["spread"])
+
     @property
     def is_fp(self) -> bool:
         return self.recipe.method == FP_METHOD

@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from edgeasr.audio import SEGMENTATION_REVISION
-from edgeasr.bench.breakdown import LENGTH_BUCKETS, bucket_label
+from edgeasr.bench.breakdown import EARLY_END_DETECTOR, LENGTH_BUCKETS, bucket_label
 from edgeasr.metrics.paired import paired_bootstrap
 from edgeasr.quant.methods import get_method, made_by_current_revision
 
@@ -33,27 +33,31 @@ def method_label(row: dict) -> str:
 
 
 def calibration_label(row: dict) -> str:
-    """`calib-mix 32x1 t128`: set, sequences x utterances per sequence, decoder positions."""
+    """`calib-mix 32x1 t128`: set, sequences x utterances per sequence, decoder positions, and the sampling seed
+    when it is not the default 0 (`seed 1`: another draw of the same set, not the study's recipe)."""
     cal = row.get("calibration")
     if not cal or not calibrated(row):
         return "-"
-    return f"{cal['dataset']} {cal['n_clips']}x{cal['concat']} t{cal['max_decoder_tokens']}"
+    seed = f" seed {cal['seed']}" if cal.get("seed") else ""
+    return f"{cal['dataset']} {cal['n_clips']}x{cal['concat']} t{cal['max_decoder_tokens']}{seed}"
 
 
-def _identity(row: dict) -> tuple:
+def measurement_identity(row: dict) -> tuple:
     """What a row measured, independent of the cell key (which changes when `Recipe` gains a field)."""
     return (row["model"], row["method"], row["bits"], row.get("group_size"), row["dataset"], row.get("limit"),
             row.get("spread"), calibration_label(row), json.dumps(row.get("options") or {}, sort_keys=True))
 
 
 def _ok(rows: list[dict]) -> list[dict]:
-    """The latest successful row of each measurement, leaving out those a superseded revision of the method made or
-    an earlier segmentation decoded (a row without the field predates revisions: 1)."""
+    """The latest successful row of each measurement, leaving out those a superseded revision of the method made,
+    an earlier segmentation decoded or an earlier early-end detector counted (a row without the field predates
+    revisions: 1)."""
     latest: dict[tuple, dict] = {}
     for row in rows:
         if (row.get("status") == "ok" and made_by_current_revision(row["method"], row)
-                and row.get("segmentation", 1) == SEGMENTATION_REVISION):
-            latest[_identity(row)] = row  # a re-run of the same measurement replaces the older row
+                and row.get("segmentation", 1) == SEGMENTATION_REVISION
+                and row.get("early_end_detector", 1) == EARLY_END_DETECTOR):
+            latest[measurement_identity(row)] = row  # a re-run of the same measurement replaces the older row
     return list(latest.values())
 
 
@@ -206,11 +210,39 @@ def early_end_versus_rtn(rows: list[dict]) -> str:
         compared += 1
         words, rtn_words = (sum(e[2] for e in row["clip_errors"].values()) for row in (r, base))
         if words > rtn_words:
-            more.append(f"{r['model']} {r['dataset']} {r['bits']} {method_label(r)} ({words} vs {rtn_words})")
+            seed = (r.get("calibration") or {}).get("seed")
+            more.append(f"{r['model']} {r['dataset']} {r['bits']} {method_label(r)}{f' seed {seed}' if seed else ''} "
+                        f"({words} vs {rtn_words})")
     if not compared:
         return ""
     return (f"Early-end words against RTN at the same bits on the same clips: {compared} comparisons, "
             f"{len(more)} with more words lost than RTN" + (": " + "; ".join(more) if more else "") + ".")
+
+
+def seed_spread_table(rows: list[dict]) -> str:
+    """Calibrated cells quantized with more than one calibration seed (the same sequences, another draw of
+    the rows a search scores): WER and early-end words per seed next to RTN's, so a gap to RTN can be weighed
+    against what the draw alone moves."""
+    draws: dict[tuple, dict[int, dict]] = defaultdict(dict)
+    for r in rows:
+        if calibrated(r):
+            cal = {k: v for k, v in r["calibration"].items() if k != "seed"}
+            draws[_measured_on(r) + (method_label(r), json.dumps(cal, sort_keys=True))][r["calibration"].get("seed", 0)] = r
+    rtn = {_measured_on(r): r for r in rows if r["method"] == "rtn"}
+    lines = ["| model | set | bits | method | WER % by seed | spread | RTN % | early-end words by seed (RTN) |",
+             "|---|---|---|---|---|---:|---:|---|"]
+    for key, by_seed in sorted(draws.items()):
+        if len(by_seed) < 2:
+            continue
+        seeds = sorted(by_seed)
+        wers = [by_seed[s]["wer"] for s in seeds]
+        base = rtn.get(key[:6])
+        lines.append(f"| {key[0]} | {key[1]} | {key[4]} | {key[6]} | "
+                     + ", ".join(f"{s}: {w:.2f}" for s, w in zip(seeds, wers)) + f" | {max(wers) - min(wers):.2f} | "
+                     + (f"{base['wer']:.2f}" if base else "") + " | "
+                     + ", ".join(str(by_seed[s].get("early_end_words", "?")) for s in seeds)
+                     + (f" ({base.get('early_end_words', '?')})" if base else "") + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def render(rows: list[dict], calibration: str) -> str:
@@ -220,6 +252,9 @@ def render(rows: list[dict], calibration: str) -> str:
     paired = versus_rtn_table(rows, calibration)
     if paired:
         parts += [f"## Methods against RTN on the same clips (calibrated ones on {calibration})", "", paired, ""]
+    seeds = seed_spread_table(rows)
+    if seeds:
+        parts += ["## Calibration seed: what another draw of the calibration rows moves", "", seeds, ""]
     own = early_end_versus_fp_table(rows)
     if own:
         parts += ["## Early ends the FP model makes too", "", own, "", early_end_versus_rtn(rows), ""]

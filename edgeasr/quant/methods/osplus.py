@@ -26,7 +26,7 @@ from edgeasr.quant.calibrate import BlockContext
 from edgeasr.quant.job import QuantJob
 from edgeasr.quant.methods import register
 from edgeasr.quant.methods._folding import SiteScorer, apply_scale, apply_shift, quantize_block_linears, scale_sites
-from edgeasr.quant.methods._stats import collect_input_stats
+from edgeasr.quant.methods._stats import InputStats, collect_input_stats
 
 SHIFT_MODES = ("search", "always", "never")
 
@@ -54,12 +54,28 @@ def threshold_grid(half_range: torch.Tensor, n_grid: int) -> torch.Tensor:
     return torch.quantile(half_range.double(), levels.double()).float()
 
 
+def search_site(score: SiteScorer, st: InputStats, shifts: tuple[bool, ...], n_grid: int
+                ) -> dict[bool, tuple[torch.Tensor, torch.Tensor | None, float]]:
+    """For each shift setting asked for, the (scale, shift, error) of the threshold with the lowest output error."""
+    best = {}
+    for shifted in shifts:
+        delta = (st.max + st.min) / 2 if shifted else None
+        half_range = ((st.max - st.min) / 2 if shifted else st.absmax).clamp(min=1e-6)
+        for t in threshold_grid(half_range, n_grid):
+            s = (half_range / t).clamp(min=1.0)
+            err = score(s, delta)
+            if shifted not in best or err < best[shifted][2]:
+                best[shifted] = (s, delta, err)
+    return best
+
+
 @register("osplus", OSPlusOptions, calibrated=True, needs_activation_quant=True,
           summary="Outlier Suppression+: channel-wise shift and searched scaling folded into the previous op")
 def osplus(job: QuantJob, options: OSPlusOptions) -> None:
     if options.shift not in SHIFT_MODES:
         raise QuantizationError(f"osplus shift must be one of {', '.join(SHIFT_MODES)}; got {options.shift!r}")
     w_spec, a_spec = job.w_spec, job.a_spec
+    shifts = {"always": (True,), "never": (False,), "search": (False, True)}[options.shift]
 
     @torch.inference_mode()
     def process(ctx: BlockContext) -> None:
@@ -67,19 +83,9 @@ def osplus(job: QuantJob, options: OSPlusOptions) -> None:
         stats = collect_input_stats(ctx, [s.input_path for s in sites], max_rows=options.max_tokens,
                                     seed=job.recipe.calibration.seed)
         for site in sites:
-            st = stats[site.input_path]
-            score = SiteScorer(ctx.block, site, st, w_spec, a_spec)
-            shifts = {"always": [True], "never": [False], "search": [False, True]}[options.shift]
-            best, best_err = None, float("inf")
-            for shifted in shifts:
-                delta = (st.max + st.min) / 2 if shifted else None
-                half_range = ((st.max - st.min) / 2 if shifted else st.absmax).clamp(min=1e-6)
-                for t in threshold_grid(half_range, options.n_grid):
-                    s = (half_range / t).clamp(min=1.0)
-                    err = score(s, delta)
-                    if err < best_err:
-                        best, best_err = (s, delta), err
-            s, delta = best
+            found = search_site(SiteScorer(ctx.block, site, stats[site.input_path], w_spec, a_spec),
+                                stats[site.input_path], shifts, options.n_grid)
+            s, delta, _ = min(found.values(), key=lambda best: best[2])
             if delta is not None:
                 apply_shift(ctx.block, site, delta)
             apply_scale(ctx.block, site, s)

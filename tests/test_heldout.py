@@ -121,3 +121,28 @@ def test_paired_table_compares_with_rtn_on_the_same_clips_and_splits_off_fps_own
     assert "| m | longform-en | awq | w4a16 | 6 (1) | 0 | 6 |" in text  # added by quantization
     assert ("3 comparisons, 2 with more words lost than RTN: m longform-en w4a16 awq (6 vs 0); "
             "m longform-en w4a16 gptq (12 vs 0)." in text)  # the goal's clause counts FP's own early end too
+
+
+def test_options_are_paired_with_the_method_defaults_and_calibration_seeds_kept_apart() -> None:
+    from edgeasr.bench.heldout import render
+
+    def row(options: dict, seed: int, clips: dict, method: str = "osplus") -> dict:
+        cal = {"dataset": "calib-mix", "n_clips": 64, "concat": 1, "max_decoder_tokens": 128, "seed": seed}
+        return {"key": f"{method}{options}{seed}", "status": "ok", "model": "m", "method": method, "bits": "w4a8",
+                "group_size": 64, "dataset": "tts-en", "limit": 50, "spread": True, "options": options,
+                "deletions": 0, "segmentation": SEGMENTATION_REVISION, "early_end_detector": EARLY_END_DETECTOR,
+                "calibration": cal, "early_end_words": sum(e[2] for e in clips.values()), "clip_errors": clips,
+                "wer": 100 * sum(e[0] for e in clips.values()) / sum(e[1] for e in clips.values())}
+
+    default = {f"c{i}": [2, 10, 0] for i in range(40)}
+    no_shift = {f"c{i}": [1, 10, 0] for i in range(40)}  # one error fewer on every clip
+    other_draw = {f"c{i}": [3, 10, 0] for i in range(40)} | {"c1": [5, 10, 4]}
+    rows = [row({}, 0, default), row({"shift": "never"}, 0, no_shift), row({}, 1, other_draw),
+            row({}, 0, {f"c{i}": [2, 10, 0] for i in range(40)}, method="rtn"),
+            {**row({}, 0, {f"c{i}": [1, 10, 0] for i in range(40)}, method="fp"), "bits": "fp", "calibration": None}]
+    text = render(rows, "calib-mix 64x1 t128")
+    assert "| m | tts-en | w4a8 | osplus shift=never | 10.00 | 20.00 | -10.00 [" in text
+    assert "osplus shift=never: 0 worse, 0 tie, 1 better than the default." in text
+    # another calibration draw is its own measurement: it neither replaces seed 0 nor enters the study's tables
+    assert "| m | tts-en | w4a8 | osplus | 0: 20.00, 1: 30.50 | 10.50 | 20.00 | 0, 4 (0) |" in text
+    assert "osplus seed 1 (4 vs 0)" in text

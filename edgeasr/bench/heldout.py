@@ -219,6 +219,30 @@ def early_end_versus_rtn(rows: list[dict]) -> str:
             f"{len(more)} with more words lost than RTN" + (": " + "; ".join(more) if more else "") + ".")
 
 
+def versus_default_table(rows: list[dict], calibration: str) -> str:
+    """Each row run with non-default method options against the same method with its defaults, same bits, same clips,
+    same calibration (`calibration`): what an option would change if it became the default."""
+    default = {_measured_on(r) + (r["method"],): r for r in rows
+               if not r.get("options") and "clip_errors" in r and calibration_label(r) == calibration}
+    lines = ["| model | set | bits | method | WER % | default % | Δ vs default [95 % CI] | verdict | early-end words "
+             "(default) |", "|---|---|---|---|---:|---:|---|---|---|"]
+    verdicts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in sorted(rows, key=lambda r: (method_label(r), r["model"], r["dataset"], r["bits"])):
+        base = default.get(_measured_on(r) + (r["method"],))
+        if not r.get("options") or "clip_errors" not in r or not base or calibration_label(r) != calibration:
+            continue
+        delta = paired_bootstrap(r["clip_errors"], base["clip_errors"])
+        verdicts[method_label(r)][delta.verdict] += 1
+        lines.append(f"| {r['model']} | {r['dataset']} | {r['bits']} | {method_label(r)} | {r['wer']:.2f} | "
+                     f"{base['wer']:.2f} | {delta} | {delta.verdict} | {r.get('early_end_words', '?')} "
+                     f"({base.get('early_end_words', '?')}) |")
+    if len(lines) == 2:
+        return ""
+    tallies = [f"{label}: " + ", ".join(f"{counts[v]} {v}" for v in ("worse", "tie", "better")) + " than the default."
+               for label, counts in sorted(verdicts.items())]
+    return "\n".join(lines + [""] + tallies)
+
+
 def seed_spread_table(rows: list[dict]) -> str:
     """Calibrated cells quantized with more than one calibration seed (the same sequences, another draw of
     the rows a search scores): WER and early-end words per seed next to RTN's, so a gap to RTN can be weighed
@@ -252,6 +276,9 @@ def render(rows: list[dict], calibration: str) -> str:
     paired = versus_rtn_table(rows, calibration)
     if paired:
         parts += [f"## Methods against RTN on the same clips (calibrated ones on {calibration})", "", paired, ""]
+    options = versus_default_table(rows, calibration)
+    if options:
+        parts += [f"## Options against the method's defaults on the same clips ({calibration})", "", options, ""]
     seeds = seed_spread_table(rows)
     if seeds:
         parts += ["## Calibration seed: what another draw of the calibration rows moves", "", seeds, ""]

@@ -1,6 +1,6 @@
 """Does OS+'s per-site shift decision carry over to audio the calibration never saw? (issue 19, session 17)
 
-Runs OS+ exactly as `edgeasr quantize` does (calib-mix, the default search) while a held-out set's clips flow
+Runs OS+ exactly as `edgeasr quantize --option shift=search` does (calib-mix; revision 1's default) while a held-out set's clips flow
 through the same, already-quantized blocks beside the calibration clips without taking part in any decision. Per
 scale site it writes the quantized output error of the best unshifted and the best shifted candidate (each the
 threshold the calibration rows chose) on the calibration rows and on the held-out rows, the error with no

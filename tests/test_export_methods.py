@@ -81,8 +81,10 @@ METHODS = {
     # scale_layers keeps the smoothing scale on the layers no previous op absorbs (fc2, cross-attention K/V):
     # without it every scale is folded away and the graph would have no extra to check.
     "smoothquant": MethodCase("smoothquant", 8, 8, frozenset({"in_scale"}), {"scale_layers": True}),
-    # A coarse threshold search (the search is test_method_osplus's subject): ten times faster, same extras.
-    "osplus": MethodCase("osplus", 8, 8, frozenset({"in_scale", "in_shift"}), {"n_grid": 4, "max_tokens": 256}),
+    # The paper's shift on every site (the default scales only) and a coarse threshold search (the search is
+    # test_method_osplus's subject): ten times faster, and a shift on the layers no LayerNorm bias takes.
+    "osplus": MethodCase("osplus", 8, 8, frozenset({"in_scale", "in_shift"}),
+                         {"shift": "always", "n_grid": 4, "max_tokens": 256}),
     "quarot": MethodCase("quarot", 4, 16, frozenset({"hadamard"})),
     "quik": MethodCase("quik", 4, 16, frozenset({"outlier_idx"})),
     "spqr": MethodCase("spqr", 3, 16, frozenset({"sparse_idx"})),

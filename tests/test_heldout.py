@@ -19,6 +19,7 @@ from edgeasr.data import build_dataset, load_manifest
 from edgeasr.engine import Engine
 from edgeasr.metrics.wer import normalize
 from edgeasr.quant.api import quantize_to_checkpoint
+from edgeasr.quant.methods import method_revision
 from edgeasr.quant.recipe import CalibrationOptions, Recipe
 
 
@@ -131,18 +132,19 @@ def test_options_are_paired_with_the_method_defaults_and_calibration_seeds_kept_
         return {"key": f"{method}{options}{seed}", "status": "ok", "model": "m", "method": method, "bits": "w4a8",
                 "group_size": 64, "dataset": "tts-en", "limit": 50, "spread": True, "options": options,
                 "deletions": 0, "segmentation": SEGMENTATION_REVISION, "early_end_detector": EARLY_END_DETECTOR,
-                "calibration": cal, "early_end_words": sum(e[2] for e in clips.values()), "clip_errors": clips,
+                "calibration": cal, "method_revision": method_revision(method), "clip_errors": clips,
+                "early_end_words": sum(e[2] for e in clips.values()),
                 "wer": 100 * sum(e[0] for e in clips.values()) / sum(e[1] for e in clips.values())}
 
     default = {f"c{i}": [2, 10, 0] for i in range(40)}
-    no_shift = {f"c{i}": [1, 10, 0] for i in range(40)}  # one error fewer on every clip
+    searched = {f"c{i}": [1, 10, 0] for i in range(40)}  # one error fewer on every clip
     other_draw = {f"c{i}": [3, 10, 0] for i in range(40)} | {"c1": [5, 10, 4]}
-    rows = [row({}, 0, default), row({"shift": "never"}, 0, no_shift), row({}, 1, other_draw),
+    rows = [row({}, 0, default), row({"shift": "search"}, 0, searched), row({}, 1, other_draw),
             row({}, 0, {f"c{i}": [2, 10, 0] for i in range(40)}, method="rtn"),
             {**row({}, 0, {f"c{i}": [1, 10, 0] for i in range(40)}, method="fp"), "bits": "fp", "calibration": None}]
     text = render(rows, "calib-mix 64x1 t128")
-    assert "| m | tts-en | w4a8 | osplus shift=never | 10.00 | 20.00 | -10.00 [" in text
-    assert "osplus shift=never: 0 worse, 0 tie, 1 better than the default." in text
+    assert "| m | tts-en | w4a8 | osplus shift=search | 10.00 | 20.00 | -10.00 [" in text
+    assert "osplus shift=search: 0 worse, 0 tie, 1 better than the default." in text
     # another calibration draw is its own measurement: it neither replaces seed 0 nor enters the study's tables
     assert "| m | tts-en | w4a8 | osplus | 0: 20.00, 1: 30.50 | 10.50 | 20.00 | 0, 4 (0) |" in text
     assert "osplus seed 1 (4 vs 0)" in text

@@ -29,11 +29,12 @@ METHODS: dict[str, str] = {
 }
 """RTN is the baseline; the next eight are the study's methods; HQQ (calibration-free) is the ninth."""
 
-REVISIONS: dict[str, int] = {"hqq": 2}
+REVISIONS: dict[str, int] = {"hqq": 2, "osplus": 2}
 """Methods whose default output changed while their recipes (and so their cache labels) stayed the same, and
 how often (absent = 1). Checkpoints and bundles record the revision that made them and the caches skip one
 made at another, so a recipe never runs on a stale fit. HQQ 2: the paper's real-valued zero point (session 13)
-replaced an integer zero point with a refitted scale."""
+replaced an integer zero point with a refitted scale. OS+ 2: scaling only by default (`shift = "never"`;
+revision 1 searched a channel shift per site, now `shift = "search"`; session 17)."""
 
 
 def method_revision(name: str) -> int:

@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="list what would change, write nothing")
     parser.add_argument("--jobs", type=int, default=2, help="cells measured again at once")
     args = parser.parse_args()
-    torch.set_num_threads(1)  # as the sweep cells decode: another summation order can flip a greedy token
+    torch.set_num_threads(1)  # as the sweep cells decode (one thread each)
     rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
     clips_to_decode: dict[str, list[int]] = defaultdict(list)  # engine target -> rows with early-end clips
     remeasure: list[Cell] = []

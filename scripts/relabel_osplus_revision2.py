@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from edgeasr.bench.grid import Cell
+from edgeasr.bench.sweep import rewrite_rows
 from edgeasr.quant.methods import method_revision
 
 NOTE = "measured by OS+ revision 1 with these options under another label; revision 2 changed only the default shift"
@@ -43,20 +43,15 @@ def main() -> None:
     args = parser.parse_args()
     if method_revision("osplus") != 2:
         raise SystemExit("edgeasr's OS+ is not at revision 2: nothing to relabel to")
-    lines = args.results.read_text().splitlines()
+    rows = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
     out = []
-    for line in lines:
-        row = json.loads(line) if line.strip() else None
-        new = relabel(row) if row else None
+    for row in rows:
+        new = relabel(row)
         if new:
             print(f"{row['cell']} -> {new['cell']} ({new.get('wer')})")
-        out.append(json.dumps(new) if new else line)
-    if args.dry_run:
-        return
-    appended = args.results.read_text().splitlines()[len(lines):]  # rows a running sweep added meanwhile
-    tmp = args.results.with_name(f".{args.results.name}.{os.getpid()}")
-    tmp.write_text("".join(line + "\n" for line in out + appended))
-    tmp.replace(args.results)
+        out.append(new or row)
+    if not args.dry_run:
+        rewrite_rows(args.results, out, len(rows))
 
 
 if __name__ == "__main__":

@@ -19,45 +19,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import jiwer
 import torch
 from tqdm import tqdm
 
 from edgeasr.audio import SEGMENTATION_REVISION
-from edgeasr.bench.breakdown import EARLY_END_DETECTOR, EARLY_END_MIN_WORDS, trailing_deletions
-from edgeasr.bench.cell import checkpoint_path, run_cell, subset_manifest
+from edgeasr.bench.breakdown import (EARLY_END_DETECTOR, EARLY_END_MIN_WORDS, trailing_deletions,
+                                     words_after_last_alignment)
+from edgeasr.bench.cell import measured_checkpoint, run_cell, subset_manifest
 from edgeasr.bench.grid import Cell
 from edgeasr.bench.heldout import measurement_identity
+from edgeasr.bench.sweep import rewrite_rows
 from edgeasr.data.manifest import load_manifest
 from edgeasr.engine import Engine
 from edgeasr.metrics.wer import normalize
-from edgeasr.quant.checkpoint import read_meta
-from edgeasr.quant.methods import made_by_current_revision
-
-
-def word_only_trail(reference_norm: str, hypothesis_norm: str) -> int:
-    """Revision 1's count: reference words after the last one the word alignment matched or substituted."""
-    ref = reference_norm.split()
-    if not hypothesis_norm.split():
-        return len(ref)
-    chunks = jiwer.process_words(reference_norm, hypothesis_norm).alignments[0]
-    return len(ref) - max((c.ref_end_idx for c in chunks if c.type in ("equal", "substitute")), default=0)
-
-
-def engine_target(row: dict, cell: Cell) -> str | None:
-    """What `Engine.load` gets for the row, or None when the row's checkpoint is gone or superseded."""
-    if cell.is_fp:
-        return row["model"]
-    path = checkpoint_path(cell)
-    if (row["key"] not in cell.keys or not made_by_current_revision(row["method"], row) or not path.exists()
-            or not made_by_current_revision(row["method"], read_meta(path))):
-        return None
-    return str(path)
 
 
 def main() -> None:
@@ -80,7 +58,8 @@ def main() -> None:
             row["early_end_detector"] = EARLY_END_DETECTOR
             continue
         cell = Cell.from_row(row)
-        target = engine_target(row, cell)
+        checkpoint = None if cell.is_fp else measured_checkpoint(row, cell)
+        target = row["model"] if cell.is_fp else str(checkpoint) if checkpoint else None
         if target is None:
             left.append(row["cell"])
         elif "clip_errors" in row and not row.get("loop_clips"):
@@ -97,9 +76,9 @@ def main() -> None:
                     continue
                 utt = utterances[clip_id]
                 ref, hyp = normalize(utt.text), normalize(engine.transcribe(utt.audio).text)
-                if word_only_trail(ref, hyp) != errors[2]:
+                if words_after_last_alignment(ref, hyp) != errors[2]:
                     raise SystemExit(f"{row['cell']} {clip_id}: the decode does not reproduce the row "
-                                     f"({word_only_trail(ref, hyp)} vs {errors[2]} words): {hyp!r}")
+                                     f"({words_after_last_alignment(ref, hyp)} vs {errors[2]} words): {hyp!r}")
                 now = trailing_deletions(ref, hyp)
                 now = now if now >= EARLY_END_MIN_WORDS else 0
                 row["early_end_words"] += now - errors[2]
@@ -121,10 +100,7 @@ def main() -> None:
                                                "not in the cache"}))
     if args.dry_run:
         return
-    appended = args.results.read_text().splitlines()[len(rows):]  # rows a running sweep added meanwhile
-    tmp = args.results.with_name(f".{args.results.name}.{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows + new_rows) + "".join(line + "\n" for line in appended))
-    tmp.replace(args.results)
+    rewrite_rows(args.results, rows + new_rows, len(rows))
 
 
 if __name__ == "__main__":

@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 
 from edgeasr.audio import SEGMENTATION_REVISION, prepare_audio, split_on_silence
 from edgeasr.bench.breakdown import breakdown
-from edgeasr.bench.cell import checkpoint_path, subset_manifest
+from edgeasr.bench.cell import measured_checkpoint, subset_manifest
 from edgeasr.bench.grid import Cell
+from edgeasr.bench.sweep import rewrite_rows
 from edgeasr.data.manifest import load_manifest
 from edgeasr.engine import Engine
 from edgeasr.metrics.wer import corpus_wer, normalize
-from edgeasr.quant.checkpoint import read_meta
-from edgeasr.quant.methods import made_by_current_revision
 
 SEGMENT_SECONDS = {"whisper": 28.0, "moonshine": 20.0}
 SUMMED = ("early_end_words", "early_end_clips", "skipped_words", "loop_words", "loop_clips")
@@ -93,9 +91,8 @@ def main() -> None:
         if cell.is_fp:
             todo[row["model"]].append((i, clips))
             continue
-        path = checkpoint_path(cell)
-        if (row["key"] not in cell.keys or not made_by_current_revision(row["method"], row) or not path.exists()
-                or not made_by_current_revision(row["method"], read_meta(path))):
+        path = measured_checkpoint(row, cell)
+        if path is None:
             left.append(row["cell"])
             continue
         todo[str(path)].append((i, clips))
@@ -122,10 +119,7 @@ def main() -> None:
         print(json.dumps({"left": cell_label, "why": "superseded method revision, key of an older recipe, or checkpoint not in the cache"}))
     if args.dry_run:
         return
-    appended = args.results.read_text().splitlines()[len(rows):]  # rows a running sweep added meanwhile
-    tmp = args.results.with_name(f".{args.results.name}.{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows) + "".join(line + "\n" for line in appended))
-    tmp.replace(args.results)
+    rewrite_rows(args.results, rows, len(rows))
 
 
 if __name__ == "__main__":

@@ -33,17 +33,27 @@ def bucket_label(low: float, high: float) -> str:
     return f"{low:g}+s" if high == float("inf") else f"{low:g}-{high:g}s"
 
 
+def _last_aligned(chunks) -> int:
+    """Reference index after the last word a word alignment matched or substituted."""
+    return max((c.ref_end_idx for c in chunks if c.type in ("equal", "substitute")), default=0)
+
+
+def words_after_last_alignment(reference_norm: str, hypothesis_norm: str) -> int:
+    """Reference words after the last word the hypothesis matched or substituted (all of them if it is empty):
+    detector revision 1's count."""
+    ref = reference_norm.split()
+    if not hypothesis_norm.split():
+        return len(ref)
+    return len(ref) - _last_aligned(jiwer.process_words(reference_norm, hypothesis_norm).alignments[0])
+
+
 def trailing_deletions(reference_norm: str, hypothesis_norm: str) -> int:
-    """Reference words after the last word the hypothesis matched or substituted (all of them if it is empty),
-    and no more than the words of the reference after its last matched word that the hypothesis's own words
-    after that point do not cover, by characters."""
+    """`words_after_last_alignment`, but no more than the words of the reference after its last matched word that
+    the hypothesis's own words after that point do not cover, by characters."""
     ref, hyp = reference_norm.split(), hypothesis_norm.split()
-    if not ref:
-        return 0
-    if not hyp:
+    if not ref or not hyp:
         return len(ref)
     chunks = jiwer.process_words(reference_norm, hypothesis_norm).alignments[0]
-    last_aligned = max((c.ref_end_idx for c in chunks if c.type in ("equal", "substitute")), default=0)
     equal = [c for c in chunks if c.type == "equal"]
     ref_from, hyp_from = (equal[-1].ref_end_idx, equal[-1].hyp_end_idx) if equal else (0, 0)
     covered = len(" ".join(hyp[hyp_from:]))
@@ -51,7 +61,7 @@ def trailing_deletions(reference_norm: str, hypothesis_norm: str) -> int:
     for word in ref[ref_from:]:
         starts.append(offset)
         offset += len(word) + 1
-    return min(len(ref) - last_aligned, sum(start >= covered for start in starts))
+    return min(len(ref) - _last_aligned(chunks), sum(start >= covered for start in starts))
 
 
 def skipped_words(reference_norm: str, hypothesis_norm: str) -> int:

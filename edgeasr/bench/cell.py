@@ -43,6 +43,19 @@ def checkpoint_path(cell: Cell) -> Path:
     return cache_dir("checkpoints") / f"{cell.recipe.label}-{digest}"
 
 
+def measured_checkpoint(row: dict, cell: Cell) -> Path | None:
+    """The cached checkpoint a sweep row of `cell` measured, or None when it is gone, another recipe's (a key of an
+    older `Recipe`), or made by a superseded revision of the method (rescoring scripts decode rows again from it)."""
+    from edgeasr.quant.checkpoint import read_meta
+    from edgeasr.quant.methods import made_by_current_revision
+
+    path = checkpoint_path(cell)
+    if (row["key"] not in cell.keys or not made_by_current_revision(row["method"], row) or not path.exists()
+            or not made_by_current_revision(row["method"], read_meta(path))):
+        return None
+    return path
+
+
 def load_engine(cell: Cell):
     """The Engine for the cell's recipe and the quantization stats (cached checkpoints keep their stats)."""
     from edgeasr.engine import Engine

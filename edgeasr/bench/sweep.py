@@ -47,6 +47,15 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def rewrite_rows(path: Path, rows: list[dict], read: int) -> None:
+    """Replace the first `read` lines of a results file with `rows` (a rescoring script's edit of them), keeping the
+    lines a running sweep appended since they were read; the file is swapped in whole by a rename."""
+    appended = path.read_text().splitlines()[read:]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows) + "".join(line + "\n" for line in appended))
+    tmp.replace(path)
+
+
 def _append(path: Path, row: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
